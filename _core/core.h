@@ -1,0 +1,106 @@
+/* Shared declarations of the CPython binding (_core).  Everything here runs
+ * on a thread that holds the GIL; the engine under engine/ never sees these. */
+#ifndef AIO_CORE_H
+#define AIO_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#ifdef Py_GIL_DISABLED
+#error "aioloop relies on the GIL to guard the ready queue; free-threaded builds are not supported yet"
+
+#endif
+
+#include "engine/aio_engine.h"
+
+typedef struct {
+    PyTypeObject *HandleType;
+    PyTypeObject *TimerHandleType;
+    PyTypeObject *LoopType;
+    PyObject *FutureType;            /* asyncio.Future (the C one when present) */
+    PyObject *gaierror;              /* socket.gaierror */
+    PyObject *str_call_exception_handler;
+    PyObject *str_message;
+    PyObject *str_exception;
+    PyObject *str_handle;
+    PyObject *str_source_traceback;
+    PyObject *str_loop;
+    PyObject *str_set_result;
+    PyObject *str_set_exception;
+    PyObject *str_done;
+    PyObject *str_timer_handle_cancelled;
+    PyObject *str_current_handle;
+    PyObject *debug_helpers;         /* aioloop._debug, imported lazily */
+} aio_state;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *callback;      /* NULL once cancelled or run-and-cleared */
+    PyObject *args;          /* tuple, or NULL */
+    PyObject *context;       /* contextvars.Context */
+    PyObject *loop;
+    PyObject *repr;          /* saved repr of a handle cancelled in debug mode */
+    PyObject *source_traceback;
+    PyObject *weakreflist;
+    char cancelled;
+} HandleObject;
+
+typedef struct {
+    HandleObject base;
+    double when;
+    uint64_t seq;            /* tie-break: equal deadlines run FIFO */
+    char scheduled;          /* in its loop's timer heap */
+} TimerHandleObject;
+
+extern PyType_Spec aio_handle_spec;
+extern PyType_Spec aio_timer_handle_spec;
+extern PyType_Spec aio_loop_spec;
+
+aio_state *aio_get_state_by_type(PyTypeObject *tp);
+
+/* Creates a Handle (timer=0) or TimerHandle. context may be NULL or None:
+ * the current context is copied. Returns a new reference or NULL. */
+HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
+                             PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *loop, PyObject *context);
+/* Runs a handle's callback in its context. Exceptions other than SystemExit
+ * and KeyboardInterrupt go to loop.call_exception_handler(). Returns 0, or -1
+ * with an exception set when the run loop must stop. */
+int aio_handle_run(aio_state *st, HandleObject *h);
+/* Collects the debug-mode source traceback for a new handle (0 or -1). */
+int aio_handle_capture_traceback(aio_state *st, HandleObject *h);
+
+/* Imports aioloop._debug on first use; returns a borrowed reference. */
+PyObject *aio_debug_helpers(aio_state *st);
+
+
+/* The raised exception as one object (3.12's API, emulated on 3.11). */
+static inline PyObject *aio_err_fetch(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL)
+        return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+static inline void aio_err_restore(PyObject *exc)   /* steals exc */
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+#endif

@@ -1,0 +1,1140 @@
+/* The Loop core: ready queue, timer heap, the run loop and completion
+ * dispatch.  aioloop.Loop (Python) subclasses this type together with
+ * asyncio.BaseEventLoop, whose pure-Python orchestration (tasks, executors,
+ * exception handler, async generators) sits on top of these methods.
+ *
+ * One iteration (loop_run_once) does, in order: drop cancelled timers at the
+ * heap top, compute the timeout, sleep in epoll_wait without the GIL only
+ * when there is nothing to do, flush the engine's completion queue and turn
+ * each completion into Python, move due timers to the ready queue, and run
+ * exactly the callbacks that were ready when the run started. */
+#include "core.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <netdb.h>
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+/* asyncio's thresholds for rebuilding a heap full of cancelled timers. */
+#define MIN_SCHEDULED_TIMER_HANDLES 100
+#define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
+/* asyncio caps a select() timeout at one day. */
+#define MAXIMUM_SELECT_TIMEOUT_MS (24 * 3600 * 1000)
+
+/* A request as the binding sees it: the engine's request plus the loop-side
+ * list that lets the GC see (and close() release) every owner in flight.
+ * The links and `owner` are touched only with the GIL held. */
+typedef struct pyreq {
+    aio_req req;             /* first: aio_req_free() frees the whole block */
+    struct pyreq *prev, *next;
+} pyreq;
+
+typedef struct {
+    PyObject_HEAD
+    aio_state *st;
+    /* Ready queue: a ring of strong references to handles. */
+    HandleObject **ready;
+    size_t ready_cap, ready_head, ready_len;
+    /* Timer heap, ordered by (when, seq); strong references. */
+    TimerHandleObject **heap;
+    size_t heap_len, heap_cap;
+    uint64_t timer_seq;
+    size_t timer_cancelled;
+    /* I/O */
+    int epfd;
+    int engine_ready;
+    aio_engine engine;
+    pyreq inflight;          /* sentinel of the in-flight list */
+    /* State read by asyncio.BaseEventLoop through the getsets below. */
+    char closed, stopping, debug, running;
+    unsigned long thread_id;
+    double clock_resolution;
+    double slow_callback_duration;
+    uint64_t iterations;
+} LoopObject;
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- ready queue ---- */
+
+static int ready_push(LoopObject *L, HandleObject *h)   /* steals h */
+{
+    if (L->ready_len == L->ready_cap) {
+        size_t ncap = L->ready_cap ? L->ready_cap * 2 : 64;
+        HandleObject **n = PyMem_Malloc(ncap * sizeof *n);
+        if (n == NULL) {
+            Py_DECREF(h);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < L->ready_len; i++)
+            n[i] = L->ready[(L->ready_head + i) % L->ready_cap];
+        PyMem_Free(L->ready);
+        L->ready = n;
+        L->ready_cap = ncap;
+        L->ready_head = 0;
+    }
+    L->ready[(L->ready_head + L->ready_len) % L->ready_cap] = h;
+    L->ready_len++;
+    return 0;
+}
+
+static HandleObject *ready_pop(LoopObject *L)   /* new reference */
+{
+    HandleObject *h = L->ready[L->ready_head];
+    L->ready_head = (L->ready_head + 1) % L->ready_cap;
+    L->ready_len--;
+    return h;
+}
+
+/* ---- timer heap ---- */
+
+static int timer_less(TimerHandleObject *a, TimerHandleObject *b)
+{
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void heap_sift_up(LoopObject *L, size_t i)
+{
+    TimerHandleObject *t = L->heap[i];
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!timer_less(t, L->heap[p]))
+            break;
+        L->heap[i] = L->heap[p];
+        i = p;
+    }
+    L->heap[i] = t;
+}
+
+static void heap_sift_down(LoopObject *L, size_t i)
+{
+    TimerHandleObject *t = L->heap[i];
+    size_t n = L->heap_len;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && timer_less(L->heap[c + 1], L->heap[c]))
+            c++;
+        if (!timer_less(L->heap[c], t))
+            break;
+        L->heap[i] = L->heap[c];
+        i = c;
+    }
+    L->heap[i] = t;
+}
+
+static int heap_push(LoopObject *L, TimerHandleObject *t)   /* steals t */
+{
+    if (L->heap_len == L->heap_cap) {
+        size_t ncap = L->heap_cap ? L->heap_cap * 2 : 64;
+        TimerHandleObject **n = PyMem_Realloc(L->heap, ncap * sizeof *n);
+        if (n == NULL) {
+            Py_DECREF(t);
+            PyErr_NoMemory();
+            return -1;
+        }
+        L->heap = n;
+        L->heap_cap = ncap;
+    }
+    t->seq = L->timer_seq++;
+    t->scheduled = 1;
+    L->heap[L->heap_len++] = t;
+    heap_sift_up(L, L->heap_len - 1);
+    return 0;
+}
+
+static TimerHandleObject *heap_pop(LoopObject *L)   /* new reference */
+{
+    TimerHandleObject *top = L->heap[0];
+    L->heap_len--;
+    if (L->heap_len > 0) {
+        L->heap[0] = L->heap[L->heap_len];
+        heap_sift_down(L, 0);
+    }
+    top->scheduled = 0;
+    return top;
+}
+
+/* Drops cancelled timers: all of them when they are the majority of a big
+ * heap (asyncio's rule), otherwise only those at the top. */
+static void heap_purge_cancelled(LoopObject *L)
+{
+    if (L->heap_len > MIN_SCHEDULED_TIMER_HANDLES &&
+        (double)L->timer_cancelled / (double)L->heap_len > MIN_CANCELLED_TIMER_HANDLES_FRACTION) {
+        size_t j = 0;
+        for (size_t i = 0; i < L->heap_len; i++) {
+            TimerHandleObject *t = L->heap[i];
+            if (t->base.cancelled) {
+                t->scheduled = 0;
+                Py_DECREF(t);
+            } else {
+                L->heap[j++] = t;
+            }
+        }
+        L->heap_len = j;
+        for (size_t i = j / 2; i-- > 0;)
+            heap_sift_down(L, i);
+        L->timer_cancelled = 0;
+        return;
+    }
+    while (L->heap_len > 0 && L->heap[0]->base.cancelled) {
+        if (L->timer_cancelled > 0)
+            L->timer_cancelled--;
+        TimerHandleObject *t = heap_pop(L);
+        Py_DECREF(t);
+    }
+}
+
+/* ---- argument checks shared by call_soon / call_later / call_at ---- */
+
+static int check_closed(LoopObject *L)
+{
+    if (L->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int check_thread(LoopObject *L)
+{
+    if (L->running && PyThread_get_thread_ident() != L->thread_id) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Non-thread-safe operation invoked on an event loop other "
+                        "than the current one");
+        return -1;
+    }
+    return 0;
+}
+
+static int is_coroutine_function(PyObject *cb)
+{
+    if (PyMethod_Check(cb))
+        cb = PyMethod_GET_FUNCTION(cb);
+    if (PyFunction_Check(cb)) {
+        PyCodeObject *code = (PyCodeObject *)PyFunction_GET_CODE(cb);
+        return (code->co_flags & CO_COROUTINE) != 0;
+    }
+    return 0;
+}
+
+static int check_callback(PyObject *cb, const char *method)
+{
+    if (PyCoro_CheckExact(cb) || is_coroutine_function(cb)) {
+        PyErr_Format(PyExc_TypeError, "coroutines cannot be used with %s()", method);
+        return -1;
+    }
+    if (!PyCallable_Check(cb)) {
+        PyErr_Format(PyExc_TypeError,
+                     "a callable object was expected by %s(), got %R", method, cb);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses (lead..., callback, *args, context=None) from a vectorcall. */
+static int parse_call(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                      Py_ssize_t nlead, const char *method, PyObject **context)
+{
+    *context = NULL;
+    if (nargs < nlead + 1) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required positional arguments", method);
+        return -1;
+    }
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "context") != 0) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
+                             method, k);
+                return -1;
+            }
+            *context = args[nargs + i];
+        }
+    }
+    return 0;
+}
+
+static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, const char *method, int threadsafe)
+{
+    PyObject *context;
+    if (parse_call(args, nargs, kwnames, 0, method, &context) < 0)
+        return NULL;
+    if (check_closed(L) < 0)
+        return NULL;
+    if (L->debug && !threadsafe && check_thread(L) < 0)
+        return NULL;
+    if (check_callback(args[0], method) < 0)
+        return NULL;
+    HandleObject *h = aio_handle_new(L->st, 0, args[0], args + 1, nargs - 1,
+                                     (PyObject *)L, context);
+    if (h == NULL)
+        return NULL;
+    if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    Py_INCREF(h);
+    if (ready_push(L, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (threadsafe && L->engine_ready)
+        aio_wakeup_signal(&L->engine.cq_wake);
+    return (PyObject *)h;
+}
+
+static PyObject *loop_call_soon(LoopObject *L, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames)
+{
+    return schedule_soon(L, args, PyVectorcall_NARGS(nargsf), kwnames, "call_soon", 0);
+}
+
+static PyObject *loop_call_soon_threadsafe(LoopObject *L, PyObject *const *args,
+                                           size_t nargsf, PyObject *kwnames)
+{
+    return schedule_soon(L, args, PyVectorcall_NARGS(nargsf), kwnames,
+                         "call_soon_threadsafe", 1);
+}
+
+static PyObject *schedule_at(LoopObject *L, double when, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *context, const char *method)
+{
+    if (check_closed(L) < 0)
+        return NULL;
+    if (L->debug && check_thread(L) < 0)
+        return NULL;
+    if (check_callback(args[0], method) < 0)
+        return NULL;
+    HandleObject *h = aio_handle_new(L->st, 1, args[0], args + 1, nargs - 1,
+                                     (PyObject *)L, context);
+    if (h == NULL)
+        return NULL;
+    if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    ((TimerHandleObject *)h)->when = when;
+    Py_INCREF(h);
+    if (heap_push(L, (TimerHandleObject *)h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static int as_seconds(PyObject *o, double *out, const char *what)
+{
+    if (!PyFloat_Check(o) && !PyLong_Check(o) && !PyNumber_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number, got %R", what, o);
+        return -1;
+    }
+    *out = PyFloat_AsDouble(o);
+    if (*out == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(*out)) {
+        PyErr_Format(PyExc_ValueError, "%s must not be NaN", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *loop_call_later(LoopObject *L, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    if (parse_call(args, nargs, kwnames, 1, "call_later", &context) < 0)
+        return NULL;
+    if (args[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "delay must not be None");
+        return NULL;
+    }
+    double delay;
+    if (as_seconds(args[0], &delay, "delay") < 0)
+        return NULL;
+    return schedule_at(L, mono_now() + delay, args + 1, nargs - 1, context, "call_later");
+}
+
+static PyObject *loop_call_at(LoopObject *L, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    if (parse_call(args, nargs, kwnames, 1, "call_at", &context) < 0)
+        return NULL;
+    if (args[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "when cannot be None");
+        return NULL;
+    }
+    double when;
+    if (as_seconds(args[0], &when, "when") < 0)
+        return NULL;
+    return schedule_at(L, when, args + 1, nargs - 1, context, "call_at");
+}
+
+static PyObject *loop_time(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    (void)L;
+    return PyFloat_FromDouble(mono_now());
+}
+
+static PyObject *loop_stop(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    L->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_timer_handle_cancelled(LoopObject *L, PyObject *h)
+{
+    if (PyObject_TypeCheck(h, L->st->TimerHandleType) && ((TimerHandleObject *)h)->scheduled)
+        L->timer_cancelled++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_write_to_self(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    if (L->engine_ready)
+        aio_wakeup_signal(&L->engine.cq_wake);
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_create_future(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *kwnames = PyTuple_Pack(1, L->st->str_loop);
+    if (kwnames == NULL)
+        return NULL;
+    PyObject *args[2] = {NULL, (PyObject *)L};
+    PyObject *f = PyObject_Vectorcall(L->st->FutureType, args + 1,
+                                      0 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+    Py_DECREF(kwnames);
+    return f;
+}
+
+/* ---- completions ---- */
+
+static void inflight_add(LoopObject *L, pyreq *r)
+{
+    r->next = L->inflight.next;
+    r->prev = &L->inflight;
+    L->inflight.next->prev = r;
+    L->inflight.next = r;
+}
+
+static void inflight_remove(pyreq *r)
+{
+    r->prev->next = r->next;
+    r->next->prev = r->prev;
+    r->prev = r->next = r;
+}
+
+static pyreq *pyreq_new(int op, PyObject *owner)
+{
+    pyreq *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    r->req.op = op;
+    r->req.owner = Py_NewRef(owner);
+    r->prev = r->next = r;
+    return r;
+}
+
+static void pyreq_free(pyreq *r)
+{
+    PyObject *owner = r->req.owner;
+    r->req.owner = NULL;
+    aio_req_free(&r->req);
+    Py_XDECREF(owner);
+}
+
+static int submit(LoopObject *L, pyreq *r)
+{
+    int rc = aio_engine_submit(&L->engine, &r->req);
+    if (rc < 0) {
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    inflight_add(L, r);
+    return 0;
+}
+
+static PyObject *resolver_error(LoopObject *L, int code, int sys_errno)
+{
+    if (code == EAI_SYSTEM) {
+        errno = sys_errno;
+        return PyObject_CallFunction(PyExc_OSError, "is", sys_errno, strerror(sys_errno));
+    }
+    return PyObject_CallFunction(L->st->gaierror, "is", code, gai_strerror(code));
+}
+
+static PyObject *sockaddr_to_tuple(const struct sockaddr *sa)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, buf, sizeof buf);
+        return Py_BuildValue("(si)", buf, ntohs(a->sin_port));
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof buf);
+        return Py_BuildValue("(siII)", buf, ntohs(a->sin6_port),
+                             (unsigned)ntohl(a->sin6_flowinfo), (unsigned)a->sin6_scope_id);
+    }
+    /* Other families: asyncio's callers only meet these through AF_UNSPEC
+     * lookups of unusual services; give the raw family and bytes. */
+    return Py_BuildValue("(iy#)", sa->sa_family, sa->sa_data, (Py_ssize_t)sizeof sa->sa_data);
+}
+
+static PyObject *gai_result(LoopObject *L, aio_req *r)
+{
+    if (r->result != 0)
+        return resolver_error(L, r->result, r->u.gai.sys_errno);
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (struct addrinfo *ai = r->u.gai.res; ai != NULL; ai = ai->ai_next) {
+        PyObject *addr = sockaddr_to_tuple(ai->ai_addr);
+        if (addr == NULL)
+            goto fail;
+        PyObject *item = Py_BuildValue("(iiisN)", ai->ai_family, ai->ai_socktype,
+                                       ai->ai_protocol,
+                                       ai->ai_canonname ? ai->ai_canonname : "", addr);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *gni_result(LoopObject *L, aio_req *r)
+{
+    if (r->result != 0)
+        return resolver_error(L, r->result, r->u.gni.sys_errno);
+    return Py_BuildValue("(ss)", r->u.gni.host, r->u.gni.serv);
+}
+
+/* Settles the future that owns a resolver request, unless it was cancelled. */
+static int settle_future(LoopObject *L, PyObject *fut, PyObject *value, int is_exc)
+{
+    PyObject *done = PyObject_CallMethodNoArgs(fut, L->st->str_done);
+    if (done == NULL)
+        return -1;
+    int d = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (d != 0)
+        return d < 0 ? -1 : 0;
+    PyObject *res = PyObject_CallMethodOneArg(
+        fut, is_exc ? L->st->str_set_exception : L->st->str_set_result, value);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+static int dispatch_completion(LoopObject *L, pyreq *r)
+{
+    PyObject *value = NULL;
+    int is_exc = 0;
+    switch (r->req.op) {
+    case AIO_OP_GETADDRINFO:
+        value = gai_result(L, &r->req);
+        is_exc = r->req.result != 0;
+        break;
+    case AIO_OP_GETNAMEINFO:
+        value = gni_result(L, &r->req);
+        is_exc = r->req.result != 0;
+        break;
+    default:
+        value = Py_NewRef(Py_None);
+        break;
+    }
+    if (r->req.result == -ECANCELED) {
+        Py_XDECREF(value);
+        return 0;
+    }
+    if (value == NULL)
+        return -1;
+    int rc = settle_future(L, (PyObject *)r->req.owner, value, is_exc);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* Takes every finished request and turns each into its Python result. An
+ * error in one completion goes to the exception handler; the rest still run. */
+static void drain_completions(LoopObject *L, int deliver)
+{
+    aio_qnode *n = aio_engine_flush(&L->engine);
+    while (n != NULL) {
+        aio_qnode *next = n->next;
+        pyreq *r = (pyreq *)(void *)n;
+        inflight_remove(r);
+        if (deliver && dispatch_completion(L, r) < 0) {
+            PyErr_WriteUnraisable((PyObject *)L);
+        }
+        pyreq_free(r);
+        n = next;
+    }
+}
+
+/* ---- the run loop ---- */
+
+static int engine_ensure(LoopObject *L)
+{
+    return L->engine_ready ? 0 : -1;
+}
+
+static int loop_poll(LoopObject *L, int timeout_ms)
+{
+    struct epoll_event events[64];
+    aio_wakeup *w = &L->engine.cq_wake;
+    aio_wakeup_sleep_begin(w);
+    /* Re-check after announcing the sleep: completions pushed before this
+     * point are seen here, later ones will write the eventfd. */
+    if (!aio_mpsc_empty(&L->engine.cq))
+        timeout_ms = 0;
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = epoll_wait(L->epfd, events, 64, timeout_ms);
+    Py_END_ALLOW_THREADS
+    int err = errno;
+    if (aio_wakeup_sleep_end(w) || n > 0)
+        aio_wakeup_drain(w);
+    if (n < 0) {
+        if (err == EINTR)
+            return PyErr_CheckSignals();
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+static int run_ready_debug(LoopObject *L, HandleObject *h)
+{
+    if (PyObject_SetAttr((PyObject *)L, L->st->str_current_handle, (PyObject *)h) < 0)
+        return -1;
+    double t0 = mono_now();
+    int rc = aio_handle_run(L->st, h);
+    double dt = mono_now() - t0;
+    PyObject *exc = rc < 0 ? aio_err_fetch() : NULL;
+    if (PyObject_SetAttr((PyObject *)L, L->st->str_current_handle, Py_None) < 0)
+        PyErr_Clear();
+    if (rc == 0 && dt >= L->slow_callback_duration) {
+        PyObject *helpers = aio_debug_helpers(L->st);
+        PyObject *r = helpers ? PyObject_CallMethod(helpers, "log_slow_callback", "Od",
+                                                    (PyObject *)h, dt) : NULL;
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (exc != NULL)
+        aio_err_restore(exc);
+    return rc;
+}
+
+static int loop_run_once(LoopObject *L)
+{
+    heap_purge_cancelled(L);
+
+    int timeout_ms;
+    if (L->ready_len > 0 || L->stopping) {
+        timeout_ms = 0;
+    } else if (L->heap_len > 0) {
+        double t = L->heap[0]->when - mono_now();
+        if (t <= 0)
+            timeout_ms = 0;
+        else if (t * 1000.0 >= MAXIMUM_SELECT_TIMEOUT_MS)
+            timeout_ms = MAXIMUM_SELECT_TIMEOUT_MS;
+        else
+            timeout_ms = (int)ceil(t * 1000.0);
+    } else {
+        timeout_ms = -1;
+    }
+    /* With callbacks waiting there is nothing to sleep for, and completions
+     * arrive through the queue, not through epoll: skip the syscall. */
+    if (timeout_ms != 0 && loop_poll(L, timeout_ms) < 0)
+        return -1;
+    if (!aio_mpsc_empty(&L->engine.cq))
+        drain_completions(L, 1);
+
+    double end = mono_now() + L->clock_resolution;
+    while (L->heap_len > 0 && L->heap[0]->when < end) {
+        TimerHandleObject *t = heap_pop(L);
+        if (t->base.cancelled && L->timer_cancelled > 0)
+            L->timer_cancelled--;
+        if (ready_push(L, (HandleObject *)t) < 0)
+            return -1;
+    }
+
+    /* Run exactly the callbacks that are ready now; those they schedule wait
+     * for the next iteration (after another poll). */
+    size_t ntodo = L->ready_len;
+    for (size_t i = 0; i < ntodo; i++) {
+        HandleObject *h = ready_pop(L);
+        int rc = 0;
+        if (!h->cancelled)
+            rc = L->debug ? run_ready_debug(L, h) : aio_handle_run(L->st, h);
+        Py_DECREF(h);
+        if (rc < 0)
+            return -1;
+    }
+    L->iterations++;
+    return 0;
+}
+
+static PyObject *loop_py_run_once(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    if (engine_ensure(L) < 0 || check_closed(L) < 0)
+        return NULL;
+    if (loop_run_once(L) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Runs iterations until stop(). The Python face does the asyncio set-up
+ * (running loop, async generator hooks) around it. */
+static PyObject *loop_run(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    if (check_closed(L) < 0)
+        return NULL;
+    if (L->running) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return NULL;
+    }
+    L->running = 1;
+    L->thread_id = PyThread_get_thread_ident();
+    int rc = 0;
+    for (;;) {
+        if ((rc = loop_run_once(L)) < 0)
+            break;
+        if (L->stopping)
+            break;
+    }
+    L->running = 0;
+    L->stopping = 0;
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---- resolver ---- */
+
+static char *dup_bytes_or_null(PyObject *o)
+{
+    if (o == Py_None)
+        return NULL;
+    char *s = strdup(PyBytes_AS_STRING(o));
+    if (s == NULL)
+        PyErr_NoMemory();
+    return s;
+}
+
+static PyObject *loop_getaddrinfo_raw(LoopObject *L, PyObject *args)
+{
+    PyObject *host, *port;
+    int family, socktype, proto, flags;
+    if (!PyArg_ParseTuple(args, "OOiiii:_getaddrinfo", &host, &port, &family, &socktype,
+                          &proto, &flags))
+        return NULL;
+    if ((host != Py_None && !PyBytes_Check(host)) || (port != Py_None && !PyBytes_Check(port))) {
+        PyErr_SetString(PyExc_TypeError, "host and port must be bytes or None");
+        return NULL;
+    }
+    if (check_closed(L) < 0)
+        return NULL;
+    PyObject *fut = loop_create_future(L, NULL);
+    if (fut == NULL)
+        return NULL;
+    pyreq *r = pyreq_new(AIO_OP_GETADDRINFO, fut);
+    if (r == NULL)
+        goto fail;
+    r->req.u.gai.family = family;
+    r->req.u.gai.socktype = socktype;
+    r->req.u.gai.protocol = proto;
+    r->req.u.gai.flags = flags;
+    if ((host != Py_None && (r->req.u.gai.host = dup_bytes_or_null(host)) == NULL) ||
+        (port != Py_None && (r->req.u.gai.serv = dup_bytes_or_null(port)) == NULL) ||
+        submit(L, r) < 0) {
+        pyreq_free(r);
+        goto fail;
+    }
+    return fut;
+fail:
+    Py_DECREF(fut);
+    return NULL;
+}
+
+static PyObject *loop_getnameinfo_raw(LoopObject *L, PyObject *args)
+{
+    int family, port, flags;
+    const char *host;
+    unsigned int flowinfo = 0, scope_id = 0;
+    if (!PyArg_ParseTuple(args, "isiIIi:_getnameinfo", &family, &host, &port, &flowinfo,
+                          &scope_id, &flags))
+        return NULL;
+    if (check_closed(L) < 0)
+        return NULL;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len;
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        len = sizeof *a;
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+            goto bad;
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_flowinfo = htonl(flowinfo);
+        a->sin6_scope_id = scope_id;
+        len = sizeof *a;
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+            goto bad;
+    } else {
+        goto bad;
+    }
+    PyObject *fut = loop_create_future(L, NULL);
+    if (fut == NULL)
+        return NULL;
+    pyreq *r = pyreq_new(AIO_OP_GETNAMEINFO, fut);
+    if (r == NULL) {
+        Py_DECREF(fut);
+        return NULL;
+    }
+    r->req.u.gni.addr = malloc(sizeof ss);
+    r->req.u.gni.host = malloc(NI_MAXHOST);
+    r->req.u.gni.serv = malloc(NI_MAXSERV);
+    r->req.u.gni.addrlen = len;
+    r->req.u.gni.flags = flags;
+    if (r->req.u.gni.addr == NULL || r->req.u.gni.host == NULL || r->req.u.gni.serv == NULL) {
+        PyErr_NoMemory();
+        pyreq_free(r);
+        Py_DECREF(fut);
+        return NULL;
+    }
+    memcpy(r->req.u.gni.addr, &ss, sizeof ss);
+    if (submit(L, r) < 0) {
+        pyreq_free(r);
+        Py_DECREF(fut);
+        return NULL;
+    }
+    return fut;
+bad:
+    PyErr_SetString(PyExc_ValueError, "_getnameinfo: not a numeric IPv4/IPv6 address");
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+static void clear_queues(LoopObject *L)
+{
+    /* Detach first: a handle's destructor may run Python code that calls
+     * back into this loop. */
+    HandleObject **ready = L->ready;
+    size_t cap = L->ready_cap, head = L->ready_head, len = L->ready_len;
+    TimerHandleObject **heap = L->heap;
+    size_t hlen = L->heap_len;
+    L->ready = NULL;
+    L->ready_cap = L->ready_head = L->ready_len = 0;
+    L->heap = NULL;
+    L->heap_len = L->heap_cap = 0;
+    L->timer_cancelled = 0;
+    for (size_t i = 0; i < len; i++)
+        Py_DECREF(ready[(head + i) % cap]);
+    for (size_t i = 0; i < hlen; i++) {
+        heap[i]->scheduled = 0;
+        Py_DECREF(heap[i]);
+    }
+    PyMem_Free(ready);
+    PyMem_Free(heap);
+}
+
+/* Stops and joins the completion threads and releases every request in
+ * flight without calling back into Python code of the user. */
+static void shutdown_engine(LoopObject *L)
+{
+    if (!L->engine_ready)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    aio_engine_stop(&L->engine);
+    Py_END_ALLOW_THREADS
+    drain_completions(L, 0);
+    /* Nothing else can be in flight after the join. */
+    while (L->inflight.next != &L->inflight) {
+        pyreq *r = L->inflight.next;
+        inflight_remove(r);
+        pyreq_free(r);
+    }
+    aio_engine_destroy(&L->engine);
+    L->engine_ready = 0;
+    if (L->epfd >= 0)
+        close(L->epfd);
+    L->epfd = -1;
+}
+
+static PyObject *loop_close_core(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    if (L->running) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot close a running event loop");
+        return NULL;
+    }
+    L->closed = 1;
+    clear_queues(L);
+    shutdown_engine(L);
+    Py_RETURN_NONE;
+}
+
+static PyObject *loop_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    LoopObject *L = (LoopObject *)tp->tp_alloc(tp, 0);
+    if (L == NULL)
+        return NULL;
+    L->st = aio_get_state_by_type(tp);
+    L->epfd = -1;
+    L->inflight.prev = L->inflight.next = &L->inflight;
+    L->clock_resolution = 1e-9;
+    L->slow_callback_duration = 0.1;
+    {
+        struct timespec res;
+        if (clock_getres(CLOCK_MONOTONIC, &res) == 0)
+            L->clock_resolution = (double)res.tv_sec + (double)res.tv_nsec * 1e-9;
+    }
+    return (PyObject *)L;
+}
+
+static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", NULL};
+    int threads = 0, resolver = 0;
+    Py_ssize_t bufsize = 65536;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iin:Loop", kwlist, &threads, &resolver,
+                                     &bufsize))
+        return -1;
+    if (L->engine_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Loop is already initialized");
+        return -1;
+    }
+    if (threads < 0 || resolver < 0 || bufsize < 1024 || bufsize > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "threads and resolver_threads must be >= 0 and "
+                                          "buffer_size between 1024 and 16 MiB");
+        return -1;
+    }
+    if (threads == 0)
+        threads = aio_default_threads();
+    if (resolver == 0)
+        resolver = 2;
+    int rc = aio_engine_init(&L->engine, threads, resolver, (size_t)bufsize);
+    if (rc < 0) {
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    L->epfd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
+    if (L->epfd < 0 || epoll_ctl(L->epfd, EPOLL_CTL_ADD, L->engine.cq_wake.fd, &ev) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (L->epfd >= 0)
+            close(L->epfd);
+        L->epfd = -1;
+        aio_engine_destroy(&L->engine);
+        return -1;
+    }
+    L->engine_ready = 1;
+    return 0;
+}
+
+static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(L));
+    for (size_t i = 0; i < L->ready_len; i++)
+        Py_VISIT(L->ready[(L->ready_head + i) % L->ready_cap]);
+    for (size_t i = 0; i < L->heap_len; i++)
+        Py_VISIT(L->heap[i]);
+    for (pyreq *r = L->inflight.next; r != &L->inflight; r = r->next)
+        Py_VISIT((PyObject *)r->req.owner);
+    return 0;
+}
+
+static int loop_clear(LoopObject *L)
+{
+    clear_queues(L);
+    return 0;
+}
+
+static void loop_dealloc(LoopObject *L)
+{
+    PyTypeObject *tp = Py_TYPE(L);
+    PyObject_GC_UnTrack(L);
+    loop_clear(L);
+    shutdown_engine(L);
+    tp->tp_free(L);
+    Py_DECREF(tp);
+}
+
+/* ---- attributes read and written by asyncio.BaseEventLoop ---- */
+
+#define FLAG_GETSET(name, field)                                              \
+    static PyObject *get_##name(LoopObject *L, void *c)                       \
+    {                                                                         \
+        (void)c;                                                              \
+        return PyBool_FromLong(L->field);                                     \
+    }                                                                         \
+    static int set_##name(LoopObject *L, PyObject *v, void *c)                \
+    {                                                                         \
+        (void)c;                                                              \
+        int b = v ? PyObject_IsTrue(v) : 0;                                   \
+        if (b < 0)                                                            \
+            return -1;                                                        \
+        L->field = (char)b;                                                   \
+        return 0;                                                             \
+    }
+
+FLAG_GETSET(closed, closed)
+FLAG_GETSET(stopping, stopping)
+FLAG_GETSET(debug, debug)
+
+static PyObject *get_thread_id(LoopObject *L, void *c)
+{
+    (void)c;
+    if (!L->running)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(L->thread_id);
+}
+
+static int set_thread_id(LoopObject *L, PyObject *v, void *c)
+{
+    (void)c;
+    /* BaseEventLoop assigns None at init and cleanup; the C run loop owns the
+     * real value while it runs. */
+    if (v == NULL || v == Py_None)
+        return 0;
+    unsigned long id = PyLong_AsUnsignedLong(v);
+    if (id == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    L->thread_id = id;
+    return 0;
+}
+
+#define DOUBLE_GETSET(name, field)                                            \
+    static PyObject *get_##name(LoopObject *L, void *c)                       \
+    {                                                                         \
+        (void)c;                                                              \
+        return PyFloat_FromDouble(L->field);                                  \
+    }                                                                         \
+    static int set_##name(LoopObject *L, PyObject *v, void *c)                \
+    {                                                                         \
+        (void)c;                                                              \
+        if (v == NULL) {                                                      \
+            PyErr_SetString(PyExc_AttributeError, "cannot delete " #name);    \
+            return -1;                                                        \
+        }                                                                     \
+        double d = PyFloat_AsDouble(v);                                       \
+        if (d == -1.0 && PyErr_Occurred())                                    \
+            return -1;                                                        \
+        L->field = d;                                                         \
+        return 0;                                                             \
+    }
+
+DOUBLE_GETSET(clock_resolution, clock_resolution)
+DOUBLE_GETSET(slow_callback_duration, slow_callback_duration)
+
+static PyObject *loop_engine_stats(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    if (!L->engine_ready)
+        return PyDict_New();
+    int started = 0;
+    for (int i = 0; i < L->engine.nio; i++)
+        started += L->engine.io[i].started;
+    for (int i = 0; i < L->engine.nblocking; i++)
+        started += L->engine.blocking[i].started;
+    return Py_BuildValue(
+        "{s:i,s:i,s:i,s:K,s:L,s:K,s:L}", "threads", L->engine.nio,
+        "resolver_threads", L->engine.nblocking, "started_threads", started,
+        "loop_wakeups", (unsigned long long)atomic_load(&L->engine.cq_wake.writes),
+        "inflight", (long long)atomic_load(&L->engine.inflight),
+        "iterations", (unsigned long long)L->iterations,
+        "buffers_outstanding", (long long)atomic_load(&L->engine.pool.outstanding));
+}
+
+static PyMethodDef loop_methods[] = {
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called as soon as possible."},
+    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))loop_call_soon_threadsafe,
+     METH_FASTCALL | METH_KEYWORDS, "Like call_soon(), but safe from any thread."},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later, METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called after a delay in seconds."},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, METH_FASTCALL | METH_KEYWORDS,
+     "Arrange for a callback to be called at an absolute loop.time()."},
+    {"time", (PyCFunction)loop_time, METH_NOARGS, "The loop's monotonic clock."},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS, "Stop after the current iteration."},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     "Create a Future attached to the loop."},
+    {"_run", (PyCFunction)loop_run, METH_NOARGS, NULL},
+    {"_run_once", (PyCFunction)loop_py_run_once, METH_NOARGS, NULL},
+    {"_close_core", (PyCFunction)loop_close_core, METH_NOARGS, NULL},
+    {"_timer_handle_cancelled", (PyCFunction)loop_timer_handle_cancelled, METH_O, NULL},
+    {"_write_to_self", (PyCFunction)loop_write_to_self, METH_NOARGS, NULL},
+    {"_getaddrinfo", (PyCFunction)loop_getaddrinfo_raw, METH_VARARGS, NULL},
+    {"_getnameinfo", (PyCFunction)loop_getnameinfo_raw, METH_VARARGS, NULL},
+    {"_engine_stats", (PyCFunction)loop_engine_stats, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef loop_getset[] = {
+    {"_closed", (getter)get_closed, (setter)set_closed, NULL, NULL},
+    {"_stopping", (getter)get_stopping, (setter)set_stopping, NULL, NULL},
+    {"_debug", (getter)get_debug, (setter)set_debug, NULL, NULL},
+    {"_thread_id", (getter)get_thread_id, (setter)set_thread_id, NULL, NULL},
+    {"_clock_resolution", (getter)get_clock_resolution, (setter)set_clock_resolution, NULL, NULL},
+    {"slow_callback_duration", (getter)get_slow_callback_duration,
+     (setter)set_slow_callback_duration, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot loop_slots[] = {
+    {Py_tp_doc, "The C core of aioloop's event loop."},
+    {Py_tp_new, loop_tp_new},
+    {Py_tp_init, loop_init},
+    {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_clear},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_getset, loop_getset},
+    {0, NULL},
+};
+
+PyType_Spec aio_loop_spec = {
+    .name = "aioloop._core.Loop",
+    .basicsize = sizeof(LoopObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = loop_slots,
+};

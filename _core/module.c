@@ -1,0 +1,127 @@
+/* aioloop._core: module state and multi-phase initialisation. */
+#include "core.h"
+
+static struct PyModuleDef aio_module_def;
+
+aio_state *aio_get_state_by_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &aio_module_def);
+    return mod ? (aio_state *)PyModule_GetState(mod) : NULL;
+}
+
+static int intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot ? 0 : -1;
+}
+
+static int add_type(PyObject *m, PyTypeObject **slot, PyType_Spec *spec, PyObject *base)
+{
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(m, spec, base);
+    if (*slot == NULL)
+        return -1;
+    return PyModule_AddType(m, *slot);
+}
+
+static int aio_exec(PyObject *m)
+{
+    aio_state *st = PyModule_GetState(m);
+    if (add_type(m, &st->HandleType, &aio_handle_spec, NULL) < 0 ||
+        add_type(m, &st->TimerHandleType, &aio_timer_handle_spec,
+                 (PyObject *)st->HandleType) < 0 ||
+        add_type(m, &st->LoopType, &aio_loop_spec, NULL) < 0)
+        return -1;
+
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL)
+        return -1;
+    st->FutureType = PyObject_GetAttrString(asyncio, "Future");
+    Py_DECREF(asyncio);
+    PyObject *socket = PyImport_ImportModule("socket");
+    if (socket == NULL)
+        return -1;
+    st->gaierror = PyObject_GetAttrString(socket, "gaierror");
+    Py_DECREF(socket);
+    if (st->FutureType == NULL || st->gaierror == NULL)
+        return -1;
+
+    if (intern(&st->str_call_exception_handler, "call_exception_handler") < 0 ||
+        intern(&st->str_message, "message") < 0 ||
+        intern(&st->str_exception, "exception") < 0 ||
+        intern(&st->str_handle, "handle") < 0 ||
+        intern(&st->str_source_traceback, "source_traceback") < 0 ||
+        intern(&st->str_loop, "loop") < 0 ||
+        intern(&st->str_set_result, "set_result") < 0 ||
+        intern(&st->str_set_exception, "set_exception") < 0 ||
+        intern(&st->str_done, "done") < 0 ||
+        intern(&st->str_timer_handle_cancelled, "_timer_handle_cancelled") < 0 ||
+        intern(&st->str_current_handle, "_current_handle") < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "DEFAULT_THREADS", aio_default_threads()) < 0)
+        return -1;
+    return 0;
+}
+
+static int aio_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    aio_state *st = PyModule_GetState(m);
+    Py_VISIT(st->HandleType);
+    Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->LoopType);
+    Py_VISIT(st->FutureType);
+    Py_VISIT(st->gaierror);
+    Py_VISIT(st->debug_helpers);
+    return 0;
+}
+
+static int aio_clear(PyObject *m)
+{
+    aio_state *st = PyModule_GetState(m);
+    Py_CLEAR(st->HandleType);
+    Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->LoopType);
+    Py_CLEAR(st->FutureType);
+    Py_CLEAR(st->gaierror);
+    Py_CLEAR(st->debug_helpers);
+    Py_CLEAR(st->str_call_exception_handler);
+    Py_CLEAR(st->str_message);
+    Py_CLEAR(st->str_exception);
+    Py_CLEAR(st->str_handle);
+    Py_CLEAR(st->str_source_traceback);
+    Py_CLEAR(st->str_loop);
+    Py_CLEAR(st->str_set_result);
+    Py_CLEAR(st->str_set_exception);
+    Py_CLEAR(st->str_done);
+    Py_CLEAR(st->str_timer_handle_cancelled);
+    Py_CLEAR(st->str_current_handle);
+    return 0;
+}
+
+static void aio_free(void *m)
+{
+    aio_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot aio_slots[] = {
+    {Py_mod_exec, aio_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef aio_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aioloop._core",
+    .m_doc = "C core of aioloop: the event loop, handles and the completion engine.",
+    .m_size = sizeof(aio_state),
+    .m_slots = aio_slots,
+    .m_traverse = aio_traverse,
+    .m_clear = aio_clear,
+    .m_free = aio_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&aio_module_def);
+}

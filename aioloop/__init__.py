@@ -1,0 +1,69 @@
+"""aioloop: a fast asyncio event loop in C with background completion threads.
+
+Use it with ``asyncio.run(main(), loop_factory=aioloop.new_event_loop)``,
+``aioloop.run(main())``, or (Python <= 3.15) ``aioloop.install()``.
+"""
+import asyncio as _asyncio
+import sys as _sys
+import warnings as _warnings
+
+from ._loop import Loop
+from ._core import Handle, TimerHandle
+
+__version__ = "0.1.0"
+__all__ = ("Loop", "Handle", "TimerHandle", "new_event_loop", "run")
+
+
+def new_event_loop(**kwargs):
+    """Return a new aioloop event loop (keyword arguments go to ``Loop``)."""
+    return Loop(**kwargs)
+
+
+def run(main, *, loop_factory=None, debug=None, **loop_kwargs):
+    """Run a coroutine on a new aioloop loop, as ``asyncio.run`` does.
+
+    ``loop_kwargs`` (for example ``threads=4``) are passed to ``Loop``.
+    """
+    if loop_factory is None:
+        def loop_factory():
+            return new_event_loop(**loop_kwargs)
+    elif loop_kwargs:
+        raise TypeError("loop keyword arguments cannot be combined with loop_factory")
+    with _asyncio.Runner(loop_factory=loop_factory, debug=debug) as runner:
+        return runner.run(main)
+
+
+if _sys.version_info < (3, 16):
+    _BasePolicy = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None) or getattr(
+        _asyncio.events, "_BaseDefaultEventLoopPolicy"
+    )
+
+    class EventLoopPolicy(_BasePolicy):
+        """Event loop policy whose loops are aioloop loops.
+
+        Policies are deprecated since Python 3.14; prefer ``aioloop.run()`` or
+        ``asyncio.run(..., loop_factory=aioloop.new_event_loop)``.
+        """
+
+        def _loop_factory(self):
+            return new_event_loop()
+
+        def __repr__(self):
+            return f"<{type(self).__module__}.{type(self).__qualname__}>"
+
+    def install():
+        """Make aioloop the loop of ``asyncio.new_event_loop()`` via a policy.
+
+        Deprecated (as uvloop.install is) from Python 3.12 on in favour of
+        ``aioloop.run()``.
+        """
+        if _sys.version_info >= (3, 12):
+            _warnings.warn(
+                "aioloop.install() is deprecated in favor of aioloop.run() "
+                "starting with Python 3.12.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        _asyncio.set_event_loop_policy(EventLoopPolicy())
+
+    __all__ += ("EventLoopPolicy", "install")
