@@ -74,7 +74,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             threads = _env_int("AIOLOOP_THREADS")
         if resolver_threads is None:
             resolver_threads = _env_int("AIOLOOP_RESOLVER_THREADS")
-        _core.Loop.__init__(self, threads=threads, resolver_threads=resolver_threads)
+        try:
+            _core.Loop.__init__(self, threads=threads, resolver_threads=resolver_threads)
+        except BaseException:
+            self._closed = True   # nothing to close; keeps __del__ quiet
+            raise
         base_events.BaseEventLoop.__init__(self)
 
     # -- running and stopping ------------------------------------------------

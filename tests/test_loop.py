@@ -1,0 +1,616 @@
+"""Behaviour of the loop core, checked on aioloop and on asyncio's loop."""
+import asyncio
+import contextvars
+import gc
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+
+import aioloop
+
+
+# ---- call_soon / call_later / call_at ---------------------------------------
+
+def test_call_soon_runs_in_fifo_order(any_loop):
+    out = []
+    for i in range(100):
+        any_loop.call_soon(out.append, i)
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    assert out == list(range(100))
+
+
+def test_callbacks_scheduled_by_callbacks_wait_for_next_iteration(any_loop):
+    out = []
+
+    def first():
+        out.append("first")
+        any_loop.call_soon(out.append, "third")
+
+    any_loop.call_soon(first)
+    any_loop.call_soon(out.append, "second")
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    assert out == ["first", "second"]
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    assert out == ["first", "second", "third"]
+
+
+def test_timers_fire_in_deadline_order_and_fifo_for_equal_deadlines(any_loop):
+    out = []
+    when = any_loop.time() + 0.02
+    for i in range(50):
+        any_loop.call_at(when, out.append, i)
+    any_loop.call_later(0.01, out.append, "early")
+    any_loop.call_later(0.03, any_loop.stop)
+    any_loop.run_forever()
+    assert out[0] == "early"
+    if isinstance(any_loop, aioloop.Loop):
+        # aioloop breaks deadline ties by scheduling order; asyncio's heapq
+        # does not promise that, so there only the set is checked.
+        assert out[1:] == list(range(50))
+    else:
+        assert sorted(out[1:]) == list(range(50))
+
+
+def test_call_later_waits_at_least_the_delay(any_loop):
+    t0 = any_loop.time()
+    fired = []
+    any_loop.call_later(0.05, lambda: (fired.append(any_loop.time()), any_loop.stop()))
+    any_loop.run_forever()
+    assert fired[0] - t0 >= 0.05 - any_loop._clock_resolution
+
+
+def test_time_is_monotonic_clock(any_loop):
+    a = time.monotonic()
+    b = any_loop.time()
+    c = time.monotonic()
+    assert a <= b <= c
+
+
+def test_cancelled_handles_do_not_run(any_loop):
+    out = []
+    h = any_loop.call_soon(out.append, 1)
+    t = any_loop.call_later(0.001, out.append, 2)
+    h.cancel()
+    t.cancel()
+    assert h.cancelled() and t.cancelled()
+    any_loop.call_later(0.02, any_loop.stop)
+    any_loop.run_forever()
+    assert out == []
+
+
+def test_cancelled_timers_are_released(any_loop):
+    class Token:
+        pass
+
+    refs = []
+    for _ in range(1000):
+        tok = Token()
+        refs.append(weakref.ref(tok))
+        any_loop.call_later(3600, lambda t=tok: None).cancel()
+    del tok
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0
+
+
+def test_timer_handle_api(any_loop):
+    when = any_loop.time() + 10
+    t = any_loop.call_at(when, print)
+    assert t.when() == when
+    if hasattr(t, "get_context"):   # asyncio's handles have it from 3.12 on
+        assert isinstance(t.get_context(), contextvars.Context)
+    assert "when=" in repr(t)
+    t2 = any_loop.call_at(when + 1, print)
+    assert t < t2 and t2 > t and t != t2
+    t.cancel()
+    t2.cancel()
+    assert "cancelled" in repr(t)
+
+
+def test_callbacks_run_in_their_context(any_loop):
+    var = contextvars.ContextVar("var", default="default")
+    seen = []
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in-ctx")
+    any_loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+    var.set("outer")
+    any_loop.call_soon(lambda: seen.append(var.get()))
+    any_loop.call_later(0, lambda: seen.append(var.get()), context=ctx)
+    any_loop.call_later(0.01, any_loop.stop)
+    any_loop.run_forever()
+    assert seen == ["in-ctx", "outer", "in-ctx"]
+
+
+# ---- bad input ---------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
+def test_non_callable_is_a_type_error(any_loop, method):
+    # asyncio checks callbacks in debug mode only; aioloop always does.
+    any_loop.set_debug(True)
+    with pytest.raises(TypeError):
+        getattr(any_loop, method)(42)
+
+
+def test_coroutine_function_is_refused(any_loop):
+    any_loop.set_debug(True)
+    async def coro():
+        pass
+
+    with pytest.raises(TypeError, match="coroutines cannot be used"):
+        any_loop.call_soon(coro)
+    with pytest.raises(TypeError, match="coroutines cannot be used"):
+        any_loop.call_later(1, coro)
+
+
+def test_call_later_bad_delay(any_loop):
+    with pytest.raises(TypeError):
+        any_loop.call_later(None, print)
+    with pytest.raises(TypeError):
+        any_loop.call_later("1", print)
+    with pytest.raises(TypeError):
+        any_loop.call_at(None, print)
+
+
+def test_unknown_keyword_is_a_type_error(any_loop):
+    with pytest.raises(TypeError):
+        any_loop.call_soon(print, bogus=1)
+
+
+# ---- run / stop / close ------------------------------------------------------
+
+def test_run_until_complete_returns_result(any_loop):
+    async def main():
+        await asyncio.sleep(0.001)
+        return 42
+
+    assert any_loop.run_until_complete(main()) == 42
+
+
+def test_running_a_running_loop_is_refused(any_loop):
+    async def main():
+        with pytest.raises(RuntimeError):
+            any_loop.run_forever()
+        with pytest.raises(RuntimeError):
+            any_loop.run_until_complete(asyncio.sleep(0))
+        assert any_loop.is_running()
+        with pytest.raises(RuntimeError):
+            any_loop.close()
+
+    any_loop.run_until_complete(main())
+    assert not any_loop.is_running()
+
+
+def test_closed_loop_refuses_work(any_loop):
+    any_loop.close()
+    assert any_loop.is_closed()
+    with pytest.raises(RuntimeError):
+        any_loop.call_soon(print)
+    with pytest.raises(RuntimeError):
+        any_loop.call_soon_threadsafe(print)
+    with pytest.raises(RuntimeError):
+        any_loop.call_later(1, print)
+    with pytest.raises(RuntimeError):
+        any_loop.run_forever()
+    with pytest.raises(RuntimeError):
+        any_loop.run_until_complete(asyncio.sleep(0))
+    any_loop.close()   # idempotent
+
+
+def test_stop_before_run_runs_one_iteration(any_loop):
+    out = []
+    any_loop.call_soon(out.append, 1)
+    any_loop.stop()
+    any_loop.run_forever()
+    assert out == [1]
+
+
+# ---- exceptions ----------------------------------------------------------------
+
+def test_callback_exception_goes_to_handler_and_loop_continues(any_loop):
+    out = []
+
+    def boom():
+        raise ValueError("boom")
+
+    any_loop.call_soon(boom)
+    any_loop.call_soon(out.append, "after")
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    assert out == ["after"]
+    (ctx,) = any_loop.unexpected_errors
+    assert isinstance(ctx["exception"], ValueError)
+    assert ctx["message"].startswith("Exception in callback")
+    assert ctx["handle"] is not None
+
+
+def test_default_exception_handler_logs(any_loop, caplog):
+    any_loop.set_exception_handler(None)
+
+    def boom():
+        raise ValueError("boom-logged")
+
+    any_loop.call_soon(boom)
+    any_loop.call_soon(any_loop.stop)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        any_loop.run_forever()
+    assert "boom-logged" in caplog.text
+
+
+def test_keyboard_interrupt_propagates_and_loop_is_reusable(any_loop):
+    out = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    any_loop.call_soon(interrupt)
+    any_loop.call_soon(out.append, 1)
+    with pytest.raises(KeyboardInterrupt):
+        any_loop.run_forever()
+    assert not any_loop.is_running()
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    assert out == [1]
+
+
+def test_exception_handler_api(any_loop):
+    handler = lambda loop, ctx: None  # noqa: E731
+    any_loop.set_exception_handler(handler)
+    assert any_loop.get_exception_handler() is handler
+    with pytest.raises(TypeError):
+        any_loop.set_exception_handler(42)
+
+
+# ---- threads -------------------------------------------------------------------
+
+def test_call_soon_threadsafe_wakes_a_sleeping_loop(any_loop):
+    results = []
+
+    def worker():
+        for i in range(200):
+            any_loop.call_soon_threadsafe(results.append, i)
+        any_loop.call_soon_threadsafe(any_loop.stop)
+
+    # The loop has nothing to do but sleep until the other thread wakes it.
+    any_loop.call_later(3600, print)
+    t = threading.Timer(0.05, worker)
+    t.start()
+    t0 = time.monotonic()
+    any_loop.run_forever()
+    t.join()
+    assert results == list(range(200))
+    assert time.monotonic() - t0 < 10
+
+
+def test_call_soon_threadsafe_from_many_threads(any_loop):
+    n_threads, per_thread = 4, 1000
+    got = []
+    done = threading.Barrier(n_threads + 1)
+
+    def worker(k):
+        for i in range(per_thread):
+            any_loop.call_soon_threadsafe(got.append, (k, i))
+        done.wait()
+
+    async def main():
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        await any_loop.run_in_executor(None, done.wait)
+        for t in threads:
+            t.join()
+        await asyncio.sleep(0.01)
+
+    any_loop.run_until_complete(main())
+    assert len(got) == n_threads * per_thread
+    for k in range(n_threads):
+        assert [i for kk, i in got if kk == k] == list(range(per_thread))
+
+
+def _os_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_close_joins_completion_threads(aloop):
+    before = _os_threads()
+
+    async def main():
+        await aloop.getaddrinfo("localhost", 80)
+
+    aloop.run_until_complete(main())
+    assert aloop._engine_stats()["started_threads"] >= 1
+    aloop.run_until_complete(aloop.shutdown_default_executor())
+    aloop.close()
+    assert _os_threads() <= before
+
+
+def test_loops_are_freed(aloop):
+    aloop.close()
+    ref = weakref.ref(aloop)
+    del aloop
+    loops = [aioloop.new_event_loop() for _ in range(20)]
+    refs = [weakref.ref(lp) for lp in loops]
+    for lp in loops:
+        lp.run_until_complete(asyncio.sleep(0))
+        lp.close()
+    del loops, lp
+    gc.collect()
+    assert all(r() is None for r in refs)
+
+
+def test_unclosed_loop_warns(recwarn):
+    lp = aioloop.new_event_loop()
+    del lp
+    gc.collect()
+    assert any("unclosed event loop" in str(w.message) for w in recwarn.list)
+
+
+# ---- executors ---------------------------------------------------------------
+
+async def test_run_in_executor():
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, sum, [1, 2, 3]) == 6
+
+
+async def test_set_default_executor_and_shutdown():
+    import concurrent.futures
+    loop = asyncio.get_running_loop()
+    ex = concurrent.futures.ThreadPoolExecutor(2)
+    loop.set_default_executor(ex)
+    assert await loop.run_in_executor(None, threading.current_thread) is not None
+    await loop.shutdown_default_executor()
+    with pytest.raises(RuntimeError):
+        loop.run_in_executor(None, print)
+
+
+# ---- tasks -------------------------------------------------------------------
+
+async def test_create_task_name_and_context():
+    loop = asyncio.get_running_loop()
+    var = contextvars.ContextVar("v", default=0)
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, 7)
+
+    async def read():
+        return var.get()
+
+    t = loop.create_task(read(), name="reader", context=ctx)
+    assert t.get_name() == "reader"
+    assert await t == 7
+
+
+async def test_task_factory():
+    loop = asyncio.get_running_loop()
+    made = []
+
+    def factory(lp, coro, **kw):
+        made.append(coro)
+        return asyncio.Task(coro, loop=lp, **kw)
+
+    loop.set_task_factory(factory)
+    assert loop.get_task_factory() is factory
+    try:
+        assert await loop.create_task(asyncio.sleep(0, "x")) == "x"
+    finally:
+        loop.set_task_factory(None)
+    assert len(made) == 1
+    with pytest.raises(TypeError):
+        loop.set_task_factory(42)
+
+
+async def test_taskgroup_timers_and_gather():
+    async def work(i):
+        await asyncio.sleep(0.001 * (i % 5))
+        return i
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(work(i)) for i in range(100)]
+    assert [t.result() for t in tasks] == list(range(100))
+    assert await asyncio.gather(*(work(i) for i in range(10))) == list(range(10))
+
+
+async def test_wait_for_timeout():
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.sleep(10), 0.01)
+
+
+async def test_shutdown_asyncgens():
+    loop = asyncio.get_running_loop()
+    closed = []
+
+    async def agen():
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
+
+    g = agen()
+    assert await g.__anext__() == 1
+    await loop.shutdown_asyncgens()
+    assert closed == [True]
+
+
+# ---- debug mode ---------------------------------------------------------------
+
+def test_debug_slow_callback_is_logged(any_loop, caplog):
+    any_loop.set_debug(True)
+    any_loop.slow_callback_duration = 0.01
+    any_loop.call_soon(time.sleep, 0.03)
+    any_loop.call_soon(any_loop.stop)
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        any_loop.run_forever()
+    assert "Executing" in caplog.text and "took" in caplog.text
+
+
+def test_debug_handles_carry_source_traceback(any_loop):
+    any_loop.set_debug(True)
+    h = any_loop.call_soon(print)
+    assert h._source_traceback
+    assert h._source_traceback[-1][2] == "test_debug_handles_carry_source_traceback"
+    h.cancel()
+
+
+def test_debug_non_threadsafe_call_from_other_thread(any_loop):
+    any_loop.set_debug(True)
+    errors = []
+
+    def other():
+        try:
+            any_loop.call_soon(print)
+        except RuntimeError as exc:
+            errors.append(exc)
+        any_loop.call_soon_threadsafe(any_loop.stop)
+
+    any_loop.call_soon(lambda: threading.Thread(target=other).start())
+    any_loop.run_forever()
+    assert errors and "Non-thread-safe" in str(errors[0])
+
+
+# ---- name resolution ------------------------------------------------------------
+
+@pytest.mark.parametrize("host,port,kw", [
+    ("localhost", 80, {}),
+    ("localhost", "http", {"type": socket.SOCK_STREAM}),
+    ("127.0.0.1", 8080, {}),
+    ("::1", 0, {"family": socket.AF_INET6}),
+    (None, 0, {"flags": socket.AI_PASSIVE}),
+    ("localhost", None, {"family": socket.AF_INET, "proto": socket.IPPROTO_TCP}),
+    (b"localhost", b"80", {}),
+])
+async def test_getaddrinfo_matches_socket_module(host, port, kw):
+    loop = asyncio.get_running_loop()
+    expected = socket.getaddrinfo(host, port, **kw)
+    assert await loop.getaddrinfo(host, port, **kw) == expected
+
+
+async def test_getaddrinfo_errors_match_socket_module():
+    loop = asyncio.get_running_loop()
+    with pytest.raises(socket.gaierror) as real:
+        socket.getaddrinfo("no-such-host.invalid", 80)
+    with pytest.raises(socket.gaierror) as ours:
+        await loop.getaddrinfo("no-such-host.invalid", 80)
+    assert ours.value.errno == real.value.errno
+    with pytest.raises(OSError):
+        await loop.getaddrinfo("localhost", 1.5)
+
+
+@pytest.mark.parametrize("sockaddr,flags", [
+    (("127.0.0.1", 80), 0),
+    (("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV),
+    (("::1", 22, 0, 0), 0),
+])
+async def test_getnameinfo_matches_socket_module(sockaddr, flags):
+    loop = asyncio.get_running_loop()
+    assert await loop.getnameinfo(sockaddr, flags) == socket.getnameinfo(sockaddr, flags)
+
+
+async def test_getnameinfo_bad_input():
+    loop = asyncio.get_running_loop()
+    with pytest.raises(TypeError):
+        await loop.getnameinfo("127.0.0.1")
+
+
+async def test_resolver_runs_concurrently_without_blocking_the_loop():
+    loop = asyncio.get_running_loop()
+    ticks = []
+    tick = loop.call_later(0, ticks.append, 1)
+    results = await asyncio.gather(*(loop.getaddrinfo("localhost", i) for i in range(50)))
+    assert len(results) == 50 and ticks == [1]
+    tick.cancel()
+
+
+async def test_cancelled_resolution_is_dropped():
+    loop = asyncio.get_running_loop()
+    fut = asyncio.ensure_future(loop.getaddrinfo("localhost", 80))
+    await asyncio.sleep(0)
+    fut.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fut
+    await asyncio.sleep(0.05)
+
+
+def test_close_with_resolution_in_flight(aloop):
+    async def main():
+        # Raw resolver futures (no tasks, so nothing pending is reported).
+        futs = [aloop._getaddrinfo(b"localhost", str(i).encode(), 0, 0, 0, 0)
+                for i in range(20)]
+        await asyncio.sleep(0)
+        return futs
+
+    aloop.run_until_complete(main())
+    aloop.close()
+    assert aloop._engine_stats() == {}
+
+
+# ---- the Python face ------------------------------------------------------------
+
+def test_loop_is_an_abstract_event_loop(aloop):
+    assert isinstance(aloop, asyncio.AbstractEventLoop)
+    assert aloop.engine == "threads"
+    assert "Loop" in repr(aloop)
+
+
+def test_run_helper():
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, aioloop.Loop)
+        await asyncio.sleep(0)
+        return "ok"
+
+    assert aioloop.run(main()) == "ok"
+    with pytest.raises(ValueError):
+        aioloop.run(lambda: None)
+
+
+def test_run_debug_and_loop_kwargs():
+    async def main():
+        loop = asyncio.get_running_loop()
+        return loop.get_debug(), loop._engine_stats()["threads"]
+
+    assert aioloop.run(main(), debug=True, threads=3) == (True, 3)
+
+
+def test_asyncio_run_with_loop_factory():
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    with asyncio.Runner(loop_factory=aioloop.new_event_loop) as r:
+        assert r.run(main()) is aioloop.Loop
+    if sys.version_info >= (3, 12):
+        assert asyncio.run(main(), loop_factory=aioloop.new_event_loop) is aioloop.Loop
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 16), reason="policies are removed in 3.16")
+def test_policy_and_install():
+    import warnings
+    old = asyncio.get_event_loop_policy()
+    try:
+        asyncio.set_event_loop_policy(aioloop.EventLoopPolicy())
+        loop = asyncio.new_event_loop()
+        assert isinstance(loop, aioloop.Loop)
+        loop.close()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            aioloop.install()
+        assert isinstance(asyncio.get_event_loop_policy(), aioloop.EventLoopPolicy)
+        if sys.version_info >= (3, 12):
+            assert any(issubclass(x.category, DeprecationWarning) for x in w)
+    finally:
+        asyncio.set_event_loop_policy(old)
+
+
+def test_bad_thread_count():
+    with pytest.raises(ValueError):
+        aioloop.new_event_loop(threads=-1)
+    with pytest.raises(TypeError):
+        aioloop.new_event_loop(threads="two")
