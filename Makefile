@@ -1,0 +1,32 @@
+# Developer targets.  The README's two quick-start commands need none of this.
+PYTHON ?= python3
+
+.PHONY: build test engine-test sanitize sanitize-python conformance bench clean
+
+build:                 ## build the extension in place
+	$(PYTHON) setup.py -q build_ext --inplace
+
+test: build            ## the whole suite
+	$(PYTHON) -m pytest
+
+engine-test:           ## the engine's C unit tests, plain build
+	$(MAKE) -C _core/tests run
+
+sanitize:              ## the engine's C unit tests under TSan, then ASan+UBSan (leak checks on)
+	$(MAKE) -C _core/tests run SANITIZE=thread
+	ASAN_OPTIONS=detect_leaks=1 $(MAKE) -C _core/tests run SANITIZE=address
+
+sanitize-python:       ## the Python suite against an ASan+UBSan build of the extension
+	AIOLOOP_SANITIZE=address $(PYTHON) setup.py -q build_ext --inplace --force
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	    $(PYTHON) -m pytest tests/test_loop.py
+	$(PYTHON) setup.py -q build_ext --inplace --force
+
+conformance: build     ## CPython's asyncio test mixins against aioloop
+	$(PYTHON) tests/conformance/run.py -v
+
+bench: build
+	$(PYTHON) -m bench
+
+clean:
+	rm -rf build _core/tests/build aioloop/*.so

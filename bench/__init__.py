@@ -1,0 +1,1 @@
+"""aioloop's benchmarks: `python -m bench [--quick]`."""
