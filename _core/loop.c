@@ -354,38 +354,37 @@ static int as_seconds(PyObject *o, double *out, const char *what)
     return 0;
 }
 
+/* call_later (relative=1) and call_at (relative=0): (time, callback, *args,
+ * context=None). */
+static PyObject *schedule_timer(LoopObject *L, PyObject *const *args, size_t nargsf,
+                                PyObject *kwnames, int relative)
+{
+    const char *method = relative ? "call_later" : "call_at";
+    const char *what = relative ? "delay" : "when";
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *context;
+    if (parse_call(args, nargs, kwnames, 1, method, &context) < 0)
+        return NULL;
+    if (args[0] == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s must not be None", what);
+        return NULL;
+    }
+    double t;
+    if (as_seconds(args[0], &t, what) < 0)
+        return NULL;
+    return schedule_at(L, relative ? mono_now() + t : t, args + 1, nargs - 1, context, method);
+}
+
 static PyObject *loop_call_later(LoopObject *L, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *context;
-    if (parse_call(args, nargs, kwnames, 1, "call_later", &context) < 0)
-        return NULL;
-    if (args[0] == Py_None) {
-        PyErr_SetString(PyExc_TypeError, "delay must not be None");
-        return NULL;
-    }
-    double delay;
-    if (as_seconds(args[0], &delay, "delay") < 0)
-        return NULL;
-    return schedule_at(L, mono_now() + delay, args + 1, nargs - 1, context, "call_later");
+    return schedule_timer(L, args, nargsf, kwnames, 1);
 }
 
 static PyObject *loop_call_at(LoopObject *L, PyObject *const *args, size_t nargsf,
                               PyObject *kwnames)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *context;
-    if (parse_call(args, nargs, kwnames, 1, "call_at", &context) < 0)
-        return NULL;
-    if (args[0] == Py_None) {
-        PyErr_SetString(PyExc_TypeError, "when cannot be None");
-        return NULL;
-    }
-    double when;
-    if (as_seconds(args[0], &when, "when") < 0)
-        return NULL;
-    return schedule_at(L, when, args + 1, nargs - 1, context, "call_at");
+    return schedule_timer(L, args, nargsf, kwnames, 0);
 }
 
 static PyObject *loop_time(LoopObject *L, PyObject *Py_UNUSED(ignored))
