@@ -8,7 +8,7 @@
  * when there is nothing to do, flush the engine's completion queue and turn
  * each completion into Python, move due timers to the ready queue, and run
  * exactly the callbacks that were ready when the run started. */
-#include "core.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,38 +27,6 @@
 /* asyncio caps a select() timeout at one day. */
 #define MAXIMUM_SELECT_TIMEOUT_MS (24 * 3600 * 1000)
 
-/* A request as the binding sees it: the engine's request plus the loop-side
- * list that lets the GC see (and close() release) every owner in flight.
- * The links and `owner` are touched only with the GIL held. */
-typedef struct pyreq {
-    aio_req req;             /* first: aio_req_free() frees the whole block */
-    struct pyreq *prev, *next;
-} pyreq;
-
-typedef struct {
-    PyObject_HEAD
-    aio_state *st;
-    /* Ready queue: a ring of strong references to handles. */
-    HandleObject **ready;
-    size_t ready_cap, ready_head, ready_len;
-    /* Timer heap, ordered by (when, seq); strong references. */
-    TimerHandleObject **heap;
-    size_t heap_len, heap_cap;
-    uint64_t timer_seq;
-    size_t timer_cancelled;
-    /* I/O */
-    int epfd;
-    int engine_ready;
-    aio_engine engine;
-    pyreq inflight;          /* sentinel of the in-flight list */
-    /* State read by asyncio.BaseEventLoop through the getsets below. */
-    char closed, stopping, debug, running;
-    unsigned long thread_id;
-    double clock_resolution;
-    double slow_callback_duration;
-    uint64_t iterations;
-} LoopObject;
-
 static double mono_now(void)
 {
     struct timespec ts;
@@ -68,7 +36,7 @@ static double mono_now(void)
 
 /* ---- ready queue ---- */
 
-static int ready_push(LoopObject *L, HandleObject *h)   /* steals h */
+int aio_loop_ready_push(LoopObject *L, HandleObject *h)   /* steals h */
 {
     if (L->ready_len == L->ready_cap) {
         size_t ncap = L->ready_cap ? L->ready_cap * 2 : 64;
@@ -200,7 +168,7 @@ static void heap_purge_cancelled(LoopObject *L)
 
 /* ---- argument checks shared by call_soon / call_later / call_at ---- */
 
-static int check_closed(LoopObject *L)
+int aio_loop_check_closed(LoopObject *L)
 {
     if (L->closed) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
@@ -275,7 +243,7 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
     PyObject *context;
     if (parse_call(args, nargs, kwnames, 0, method, &context) < 0)
         return NULL;
-    if (check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0)
         return NULL;
     if (L->debug && !threadsafe && check_thread(L) < 0)
         return NULL;
@@ -290,13 +258,22 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     Py_INCREF(h);
-    if (ready_push(L, h) < 0) {
+    if (aio_loop_ready_push(L, h) < 0) {
         Py_DECREF(h);
         return NULL;
     }
     if (threadsafe && L->engine_ready)
         aio_wakeup_signal(&L->engine.cq_wake);
     return (PyObject *)h;
+}
+
+int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
+                       Py_ssize_t nargs)
+{
+    HandleObject *h = aio_handle_new(L->st, 0, callback, args, nargs, (PyObject *)L, NULL);
+    if (h == NULL)
+        return -1;
+    return aio_loop_ready_push(L, h);
 }
 
 static PyObject *loop_call_soon(LoopObject *L, PyObject *const *args, size_t nargsf,
@@ -315,7 +292,7 @@ static PyObject *loop_call_soon_threadsafe(LoopObject *L, PyObject *const *args,
 static PyObject *schedule_at(LoopObject *L, double when, PyObject *const *args,
                              Py_ssize_t nargs, PyObject *context, const char *method)
 {
-    if (check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0)
         return NULL;
     if (L->debug && check_thread(L) < 0)
         return NULL;
@@ -629,7 +606,7 @@ static int loop_poll(LoopObject *L, int timeout_ms)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    return 0;
+    return aio_fd_dispatch(L, events, n);
 }
 
 static int run_ready_debug(LoopObject *L, HandleObject *h)
@@ -674,8 +651,9 @@ static int loop_run_once(LoopObject *L)
         timeout_ms = -1;
     }
     /* With callbacks waiting there is nothing to sleep for, and completions
-     * arrive through the queue, not through epoll: skip the syscall. */
-    if (timeout_ms != 0 && loop_poll(L, timeout_ms) < 0)
+     * arrive through the queue, not through epoll: skip the syscall unless
+     * readiness callbacks are registered (they must not starve). */
+    if ((timeout_ms != 0 || L->nfds_watched > 0) && loop_poll(L, timeout_ms) < 0)
         return -1;
     if (!aio_mpsc_empty(&L->engine.cq))
         drain_completions(L, 1);
@@ -685,7 +663,7 @@ static int loop_run_once(LoopObject *L)
         TimerHandleObject *t = heap_pop(L);
         if (t->base.cancelled && L->timer_cancelled > 0)
             L->timer_cancelled--;
-        if (ready_push(L, (HandleObject *)t) < 0)
+        if (aio_loop_ready_push(L, (HandleObject *)t) < 0)
             return -1;
     }
 
@@ -707,7 +685,7 @@ static int loop_run_once(LoopObject *L)
 
 static PyObject *loop_py_run_once(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
-    if (engine_ensure(L) < 0 || check_closed(L) < 0)
+    if (engine_ensure(L) < 0 || aio_loop_check_closed(L) < 0)
         return NULL;
     if (loop_run_once(L) < 0)
         return NULL;
@@ -718,7 +696,7 @@ static PyObject *loop_py_run_once(LoopObject *L, PyObject *Py_UNUSED(ignored))
  * (running loop, async generator hooks) around it. */
 static PyObject *loop_run(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
-    if (check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0)
         return NULL;
     if (L->running) {
         PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
@@ -763,7 +741,7 @@ static PyObject *loop_getaddrinfo_raw(LoopObject *L, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "host and port must be bytes or None");
         return NULL;
     }
-    if (check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0)
         return NULL;
     PyObject *fut = loop_create_future(L, NULL);
     if (fut == NULL)
@@ -795,7 +773,7 @@ static PyObject *loop_getnameinfo_raw(LoopObject *L, PyObject *args)
     if (!PyArg_ParseTuple(args, "isiIIi:_getnameinfo", &family, &host, &port, &flowinfo,
                           &scope_id, &flags))
         return NULL;
-    if (check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0)
         return NULL;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
@@ -906,6 +884,7 @@ static PyObject *loop_close_core(LoopObject *L, PyObject *Py_UNUSED(ignored))
     }
     L->closed = 1;
     clear_queues(L);
+    aio_fd_clear(L);
     shutdown_engine(L);
     Py_RETURN_NONE;
 }
@@ -980,12 +959,13 @@ static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
         Py_VISIT(L->heap[i]);
     for (pyreq *r = L->inflight.next; r != &L->inflight; r = r->next)
         Py_VISIT((PyObject *)r->req.owner);
-    return 0;
+    return aio_fd_traverse(L, visit, arg);
 }
 
 static int loop_clear(LoopObject *L)
 {
     clear_queues(L);
+    aio_fd_clear(L);
     return 0;
 }
 
@@ -1104,6 +1084,10 @@ static PyMethodDef loop_methods[] = {
     {"_write_to_self", (PyCFunction)loop_write_to_self, METH_NOARGS, NULL},
     {"_getaddrinfo", (PyCFunction)loop_getaddrinfo_raw, METH_VARARGS, NULL},
     {"_getnameinfo", (PyCFunction)loop_getnameinfo_raw, METH_VARARGS, NULL},
+    {"_add_reader", (PyCFunction)(void (*)(void))aio_loop_add_reader, METH_FASTCALL, NULL},
+    {"_add_writer", (PyCFunction)(void (*)(void))aio_loop_add_writer, METH_FASTCALL, NULL},
+    {"_remove_reader", (PyCFunction)aio_loop_remove_reader, METH_O, NULL},
+    {"_remove_writer", (PyCFunction)aio_loop_remove_writer, METH_O, NULL},
     {"_engine_stats", (PyCFunction)loop_engine_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

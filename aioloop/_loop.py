@@ -9,7 +9,8 @@ comes from ``asyncio.BaseEventLoop``, whose attributes the C core provides.
 import os
 import socket
 import sys
-from asyncio import base_events, events
+import weakref
+from asyncio import base_events, events, selector_events
 
 from . import _core
 
@@ -80,6 +81,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             self._closed = True   # nothing to close; keeps __del__ quiet
             raise
         base_events.BaseEventLoop.__init__(self)
+        # fd -> transport, as asyncio's selector loop keeps it, so that the
+        # readiness API refuses descriptors owned by a transport.
+        self._transports = weakref.WeakValueDictionary()
 
     # -- running and stopping ------------------------------------------------
 
@@ -160,6 +164,25 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         return tuple(
             await self._getnameinfo(family, ip, sockaddr[1], flowinfo, scope_id, flags)
         )
+
+    # -- readiness API and low-level socket operations ---------------------
+    # The readiness callbacks run on the loop thread's own epoll instance
+    # (_core's _add_reader & co.).  The sock_* coroutines are asyncio's own
+    # code over that API: a sock_* call is a Python round trip on the loop
+    # thread either way, so a completion-thread hop would only add latency.
+
+    for _name in (
+        "add_reader", "remove_reader", "add_writer", "remove_writer",
+        "_ensure_fd_no_transport",
+        "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into",
+        "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
+        "sock_sendall", "_sock_sendall", "sock_sendto", "_sock_sendto",
+        "sock_connect", "_sock_connect", "_sock_connect_cb",
+        "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
+    ):
+        if hasattr(selector_events.BaseSelectorEventLoop, _name):
+            locals()[_name] = getattr(selector_events.BaseSelectorEventLoop, _name)
+    del _name
 
     # -- introspection -------------------------------------------------------
 

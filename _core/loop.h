@@ -1,0 +1,73 @@
+/* The Loop object's layout and the helpers that transports, servers and the
+ * readiness API share with the run loop.  GIL held everywhere. */
+#ifndef AIO_LOOP_H
+#define AIO_LOOP_H
+
+#include "core.h"
+
+#include <sys/epoll.h>
+
+/* A request as the binding sees it: the engine's request plus the loop-side
+ * list that lets the GC see (and close() release) every owner in flight.
+ * The links and `owner` are touched only with the GIL held. */
+typedef struct pyreq {
+    aio_req req;             /* first: aio_req_free() frees the whole block */
+    struct pyreq *prev, *next;
+} pyreq;
+
+typedef struct {
+    PyObject_HEAD
+    aio_state *st;
+    /* Ready queue: a ring of strong references to handles. */
+    HandleObject **ready;
+    size_t ready_cap, ready_head, ready_len;
+    /* Timer heap, ordered by (when, seq); strong references. */
+    TimerHandleObject **heap;
+    size_t heap_len, heap_cap;
+    uint64_t timer_seq;
+    size_t timer_cancelled;
+    /* I/O */
+    int epfd;
+    /* Readiness API (add_reader/add_writer): one slot per descriptor. */
+    struct aio_fdslot *fds;
+    int nfds_cap;
+    int nfds_watched;        /* descriptors registered in epfd */
+    /* Transport completions that were flushed but not yet dispatched because
+     * a callback raised SystemExit/KeyboardInterrupt. */
+    aio_qnode *backlog;
+    int engine_ready;
+    aio_engine engine;
+    pyreq inflight;          /* sentinel of the in-flight list */
+    /* State read by asyncio.BaseEventLoop through the getsets below. */
+    char closed, stopping, debug, running;
+    unsigned long thread_id;
+    double clock_resolution;
+    double slow_callback_duration;
+    uint64_t iterations;
+} LoopObject;
+
+
+typedef struct aio_fdslot {
+    HandleObject *reader;    /* strong, or NULL */
+    HandleObject *writer;    /* strong, or NULL */
+    uint32_t events;         /* mask registered in epfd */
+} aio_fdslot;
+
+/* Appends a handle to the ready queue (steals h).  0 or -1. */
+int aio_loop_ready_push(LoopObject *L, HandleObject *h);
+/* Schedules callback(*args) like call_soon (no context copy when context is
+ * NULL: the current one is copied).  0 or -1. */
+int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
+                       Py_ssize_t nargs);
+int aio_loop_check_closed(LoopObject *L);
+
+/* readiness.c */
+int aio_fd_dispatch(LoopObject *L, struct epoll_event *events, int n);
+void aio_fd_clear(LoopObject *L);
+int aio_fd_traverse(LoopObject *L, visitproc visit, void *arg);
+PyObject *aio_loop_add_reader(LoopObject *L, PyObject *const *args, Py_ssize_t nargs);
+PyObject *aio_loop_add_writer(LoopObject *L, PyObject *const *args, Py_ssize_t nargs);
+PyObject *aio_loop_remove_reader(LoopObject *L, PyObject *fd);
+PyObject *aio_loop_remove_writer(LoopObject *L, PyObject *fd);
+
+#endif

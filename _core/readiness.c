@@ -1,0 +1,222 @@
+/* The readiness API: add_reader/add_writer/remove_reader/remove_writer.
+ *
+ * These are asyncio's level-triggered callbacks for descriptors the user
+ * owns (and for the sock_* methods, pipes and signals built on them).  They
+ * are served by the loop thread's own epoll instance, next to the completion
+ * queue's eventfd: a readiness callback is a Python call on the loop thread
+ * anyway, so handing it to a completion thread would add a hop and save
+ * nothing.  Each watched descriptor has a slot holding at most one reader
+ * and one writer handle; the epoll registration carries fd + 1 (0 is the
+ * completion queue's eventfd). */
+#include "loop.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+static int slot_reserve(LoopObject *L, int fd)
+{
+    if (fd < L->nfds_cap)
+        return 0;
+    int ncap = L->nfds_cap ? L->nfds_cap : 64;
+    while (ncap <= fd)
+        ncap *= 2;
+    aio_fdslot *n = PyMem_Realloc(L->fds, (size_t)ncap * sizeof *n);
+    if (n == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(n + L->nfds_cap, 0, (size_t)(ncap - L->nfds_cap) * sizeof *n);
+    L->fds = n;
+    L->nfds_cap = ncap;
+    return 0;
+}
+
+/* Brings the epoll registration of fd in line with its handles.  A stale
+ * registration (the descriptor was closed and its number reused) shows as
+ * ENOENT/EEXIST and is repaired by the other operation. */
+static int slot_sync(LoopObject *L, int fd)
+{
+    aio_fdslot *s = &L->fds[fd];
+    uint32_t want = (s->reader ? EPOLLIN : 0) | (s->writer ? EPOLLOUT : 0);
+    if (want == s->events)
+        return 0;
+    struct epoll_event ev = {.events = want, .data.u64 = (uint64_t)fd + 1};
+    int rc;
+    if (want == 0) {
+        rc = epoll_ctl(L->epfd, EPOLL_CTL_DEL, fd, &ev);
+        if (rc < 0 && (errno == ENOENT || errno == EBADF))
+            rc = 0;   /* closed already: the kernel dropped it */
+        if (rc == 0)
+            L->nfds_watched--;
+    } else if (s->events == 0) {
+        rc = epoll_ctl(L->epfd, EPOLL_CTL_ADD, fd, &ev);
+        if (rc < 0 && errno == EEXIST)
+            rc = epoll_ctl(L->epfd, EPOLL_CTL_MOD, fd, &ev);
+        if (rc == 0)
+            L->nfds_watched++;
+    } else {
+        rc = epoll_ctl(L->epfd, EPOLL_CTL_MOD, fd, &ev);
+        if (rc < 0 && errno == ENOENT)
+            rc = epoll_ctl(L->epfd, EPOLL_CTL_ADD, fd, &ev);
+    }
+    if (rc < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    s->events = want;
+    return 0;
+}
+
+static int cancel_handle(HandleObject *h)   /* steals h */
+{
+    PyObject *r = PyObject_CallMethod((PyObject *)h, "cancel", NULL);
+    Py_DECREF(h);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int parse_fd(PyObject *o)
+{
+    int fd = PyObject_AsFileDescriptor(o);
+    if (fd < 0 && !PyErr_Occurred())
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %d", fd);
+    return fd;
+}
+
+static PyObject *add_watch(LoopObject *L, PyObject *const *args, Py_ssize_t nargs, int write)
+{
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "expected (fd, callback, *args)");
+        return NULL;
+    }
+    if (aio_loop_check_closed(L) < 0)
+        return NULL;
+    int fd = parse_fd(args[0]);
+    if (fd < 0 || slot_reserve(L, fd) < 0)
+        return NULL;
+    HandleObject *h = aio_handle_new(L->st, 0, args[1], args + 2, nargs - 2, (PyObject *)L,
+                                     NULL);
+    if (h == NULL)
+        return NULL;
+    aio_fdslot *s = &L->fds[fd];
+    HandleObject **slot = write ? &s->writer : &s->reader;
+    HandleObject *old = *slot;
+    *slot = (HandleObject *)Py_NewRef(h);
+    if (slot_sync(L, fd) < 0) {
+        *slot = old;
+        Py_DECREF(h);
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (old != NULL && cancel_handle(old) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return (PyObject *)h;
+}
+
+static PyObject *remove_watch(LoopObject *L, PyObject *fdobj, int write)
+{
+    if (L->closed)
+        Py_RETURN_FALSE;
+    int fd = parse_fd(fdobj);
+    if (fd < 0)
+        return NULL;
+    if (fd >= L->nfds_cap)
+        Py_RETURN_FALSE;
+    aio_fdslot *s = &L->fds[fd];
+    HandleObject **slot = write ? &s->writer : &s->reader;
+    HandleObject *old = *slot;
+    if (old == NULL)
+        Py_RETURN_FALSE;
+    *slot = NULL;
+    if (slot_sync(L, fd) < 0) {
+        /* Keep the loop consistent: the handle is gone either way. */
+        PyErr_Clear();
+        s->events = (s->reader ? EPOLLIN : 0) | (s->writer ? EPOLLOUT : 0);
+    }
+    if (cancel_handle(old) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+PyObject *aio_loop_add_reader(LoopObject *L, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_watch(L, args, nargs, 0);
+}
+
+PyObject *aio_loop_add_writer(LoopObject *L, PyObject *const *args, Py_ssize_t nargs)
+{
+    return add_watch(L, args, nargs, 1);
+}
+
+PyObject *aio_loop_remove_reader(LoopObject *L, PyObject *fd)
+{
+    return remove_watch(L, fd, 0);
+}
+
+PyObject *aio_loop_remove_writer(LoopObject *L, PyObject *fd)
+{
+    return remove_watch(L, fd, 1);
+}
+
+/* Queues the handles of the descriptors epoll reported, as asyncio's
+ * _process_events does: HUP and ERR wake both sides, and a handle found
+ * cancelled is unregistered instead of run. */
+int aio_fd_dispatch(LoopObject *L, struct epoll_event *events, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uint64_t key = events[i].data.u64;
+        if (key == 0 || key > (uint64_t)L->nfds_cap)
+            continue;
+        int fd = (int)(key - 1);
+        uint32_t ev = events[i].events;
+        for (int side = 0; side < 2; side++) {
+            aio_fdslot *s = &L->fds[fd];
+            HandleObject *h = side ? s->writer : s->reader;
+            int hit = side ? (ev & ~(uint32_t)EPOLLIN) != 0 : (ev & ~(uint32_t)EPOLLOUT) != 0;
+            if (h == NULL || !hit)
+                continue;
+            if (h->cancelled) {
+                PyObject *fdo = PyLong_FromLong(fd);
+                PyObject *r = fdo ? remove_watch(L, fdo, side) : NULL;
+                Py_XDECREF(fdo);
+                if (r == NULL)
+                    return -1;
+                Py_DECREF(r);
+                continue;
+            }
+            Py_INCREF(h);
+            if (aio_loop_ready_push(L, h) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int aio_fd_traverse(LoopObject *L, visitproc visit, void *arg)
+{
+    for (int i = 0; i < L->nfds_cap; i++) {
+        Py_VISIT(L->fds[i].reader);
+        Py_VISIT(L->fds[i].writer);
+    }
+    return 0;
+}
+
+/* Drops every handle (the loop is closing or being collected). */
+void aio_fd_clear(LoopObject *L)
+{
+    aio_fdslot *fds = L->fds;
+    int cap = L->nfds_cap;
+    L->fds = NULL;
+    L->nfds_cap = 0;
+    L->nfds_watched = 0;
+    for (int i = 0; i < cap; i++) {
+        Py_XDECREF(fds[i].reader);
+        Py_XDECREF(fds[i].writer);
+    }
+    PyMem_Free(fds);
+}
