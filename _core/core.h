@@ -18,6 +18,9 @@ typedef struct {
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
     PyTypeObject *LoopType;
+    PyTypeObject *TransportType;
+    PyTypeObject *ListenerType;
+    PyObject *BufferedProtocol;      /* asyncio.BufferedProtocol */
     PyObject *FutureType;            /* asyncio.Future (the C one when present) */
     PyObject *gaierror;              /* socket.gaierror */
     PyObject *str_call_exception_handler;
@@ -31,6 +34,10 @@ typedef struct {
     PyObject *str_done;
     PyObject *str_timer_handle_cancelled;
     PyObject *str_current_handle;
+    PyObject *str_data_received;
+    PyObject *str_get_buffer;
+    PyObject *str_buffer_updated;
+    PyObject *str_connection_lost;
     PyObject *debug_helpers;         /* aioloop._debug, imported lazily */
 } aio_state;
 
@@ -56,6 +63,8 @@ typedef struct {
 extern PyType_Spec aio_handle_spec;
 extern PyType_Spec aio_timer_handle_spec;
 extern PyType_Spec aio_loop_spec;
+extern PyType_Spec aio_transport_spec;
+extern PyType_Spec aio_listener_spec;
 
 aio_state *aio_get_state_by_type(PyTypeObject *tp);
 

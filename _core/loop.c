@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -404,6 +405,8 @@ static PyObject *loop_create_future(LoopObject *L, PyObject *Py_UNUSED(ignored))
 
 /* ---- completions ---- */
 
+static PyObject *sockaddr_to_tuple(const struct sockaddr *sa);
+
 static void inflight_add(LoopObject *L, pyreq *r)
 {
     r->next = L->inflight.next;
@@ -459,6 +462,22 @@ static PyObject *resolver_error(LoopObject *L, int code, int sys_errno)
         return PyObject_CallFunction(PyExc_OSError, "is", sys_errno, strerror(sys_errno));
     }
     return PyObject_CallFunction(L->st->gaierror, "is", code, gai_strerror(code));
+}
+
+PyObject *aio_sockaddr_to_py(const struct sockaddr *sa, socklen_t len)
+{
+    if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *u = (const struct sockaddr_un *)(const void *)sa;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        if (len <= off)
+            return PyUnicode_FromString("");
+        size_t n = (size_t)len - off;
+        if (u->sun_path[0] == 0)   /* Linux abstract namespace: bytes, as socket does */
+            return PyBytes_FromStringAndSize(u->sun_path, (Py_ssize_t)n);
+        n = strnlen(u->sun_path, n);
+        return PyUnicode_DecodeFSDefaultAndSize(u->sun_path, (Py_ssize_t)n);
+    }
+    return sockaddr_to_tuple(sa);
 }
 
 static PyObject *sockaddr_to_tuple(const struct sockaddr *sa)
@@ -561,19 +580,39 @@ static int dispatch_completion(LoopObject *L, pyreq *r)
 
 /* Takes every finished request and turns each into its Python result. An
  * error in one completion goes to the exception handler; the rest still run. */
-static void drain_completions(LoopObject *L, int deliver)
+static int drain_completions(LoopObject *L, int deliver)
 {
-    aio_qnode *n = aio_engine_flush(&L->engine);
+    /* What a SystemExit/KeyboardInterrupt left undelivered comes first. */
+    aio_qnode *n = L->backlog;
+    L->backlog = NULL;
+    aio_qnode *fresh = aio_engine_flush(&L->engine);
+    if (n == NULL) {
+        n = fresh;
+    } else {
+        aio_qnode *tail = n;
+        while (tail->next != NULL)
+            tail = tail->next;
+        tail->next = fresh;
+    }
     while (n != NULL) {
         aio_qnode *next = n->next;
-        pyreq *r = (pyreq *)(void *)n;
-        inflight_remove(r);
-        if (deliver && dispatch_completion(L, r) < 0) {
-            PyErr_WriteUnraisable((PyObject *)L);
+        aio_req *req = AIO_REQ_OF(n);
+        if (req->op >= AIO_OP_STREAM_START) {
+            /* Transports and listeners: the callbacks are the protocol's. */
+            if (aio_transport_completion(L, req, deliver) < 0) {
+                L->backlog = next;
+                return -1;
+            }
+        } else {
+            pyreq *r = (pyreq *)(void *)n;
+            inflight_remove(r);
+            if (deliver && dispatch_completion(L, r) < 0)
+                PyErr_WriteUnraisable((PyObject *)L);
+            pyreq_free(r);
         }
-        pyreq_free(r);
         n = next;
     }
+    return 0;
 }
 
 /* ---- the run loop ---- */
@@ -655,8 +694,8 @@ static int loop_run_once(LoopObject *L)
      * readiness callbacks are registered (they must not starve). */
     if ((timeout_ms != 0 || L->nfds_watched > 0) && loop_poll(L, timeout_ms) < 0)
         return -1;
-    if (!aio_mpsc_empty(&L->engine.cq))
-        drain_completions(L, 1);
+    if ((L->backlog != NULL || !aio_mpsc_empty(&L->engine.cq)) && drain_completions(L, 1) < 0)
+        return -1;
 
     double end = mono_now() + L->clock_resolution;
     while (L->heap_len > 0 && L->heap[0]->when < end) {
@@ -863,6 +902,7 @@ static void shutdown_engine(LoopObject *L)
     aio_engine_stop(&L->engine);
     Py_END_ALLOW_THREADS
     drain_completions(L, 0);
+    aio_streams_shutdown(L);
     /* Nothing else can be in flight after the join. */
     while (L->inflight.next != &L->inflight) {
         pyreq *r = L->inflight.next;
@@ -911,12 +951,14 @@ static PyObject *loop_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 
 static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", NULL};
-    int threads = 0, resolver = 0;
+    static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", "inline_writes",
+                             NULL};
+    int threads = 0, resolver = 0, inline_writes = 1;
     Py_ssize_t bufsize = 65536;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iin:Loop", kwlist, &threads, &resolver,
-                                     &bufsize))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinp:Loop", kwlist, &threads, &resolver,
+                                     &bufsize, &inline_writes))
         return -1;
+    L->inline_writes = (char)inline_writes;
     if (L->engine_ready) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is already initialized");
         return -1;
@@ -959,6 +1001,8 @@ static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
         Py_VISIT(L->heap[i]);
     for (pyreq *r = L->inflight.next; r != &L->inflight; r = r->next)
         Py_VISIT((PyObject *)r->req.owner);
+    if (aio_streams_traverse(L, visit, arg) < 0)
+        return -1;
     return aio_fd_traverse(L, visit, arg);
 }
 

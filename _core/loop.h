@@ -35,6 +35,8 @@ typedef struct {
     /* Transport completions that were flushed but not yet dispatched because
      * a callback raised SystemExit/KeyboardInterrupt. */
     aio_qnode *backlog;
+    aio_stream *streams;     /* live streams (transports, listeners) */
+    char inline_writes;      /* write() tries one send() before queueing */
     int engine_ready;
     aio_engine engine;
     pyreq inflight;          /* sentinel of the in-flight list */
@@ -60,6 +62,12 @@ int aio_loop_ready_push(LoopObject *L, HandleObject *h);
 int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
                        Py_ssize_t nargs);
 int aio_loop_check_closed(LoopObject *L);
+
+/* transport.c */
+int aio_transport_completion(LoopObject *L, aio_req *r, int deliver);
+void aio_streams_shutdown(LoopObject *L);
+int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg);
+PyObject *aio_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
 
 /* readiness.c */
 int aio_fd_dispatch(LoopObject *L, struct epoll_event *events, int n);

@@ -36,7 +36,27 @@ static int aio_exec(PyObject *m)
     if (asyncio == NULL)
         return -1;
     st->FutureType = PyObject_GetAttrString(asyncio, "Future");
+    st->BufferedProtocol = PyObject_GetAttrString(asyncio, "BufferedProtocol");
+    PyObject *transport_base = PyObject_GetAttrString(asyncio, "Transport");
     Py_DECREF(asyncio);
+    if (st->FutureType == NULL || st->BufferedProtocol == NULL || transport_base == NULL) {
+        Py_XDECREF(transport_base);
+        return -1;
+    }
+    /* StreamTransport subclasses asyncio.Transport, whose instances are a
+     * PyObject header plus the one `_extra` slot: our struct starts the same
+     * way.  Refuse to load if a future asyncio changes that layout. */
+    if (((PyTypeObject *)transport_base)->tp_basicsize != sizeof(PyObject) + sizeof(PyObject *) ||
+        ((PyTypeObject *)transport_base)->tp_dictoffset != 0) {
+        Py_DECREF(transport_base);
+        PyErr_SetString(PyExc_ImportError,
+                        "asyncio.Transport has an unexpected layout on this Python");
+        return -1;
+    }
+    int rc = add_type(m, &st->TransportType, &aio_transport_spec, transport_base);
+    Py_DECREF(transport_base);
+    if (rc < 0 || add_type(m, &st->ListenerType, &aio_listener_spec, NULL) < 0)
+        return -1;
     PyObject *socket = PyImport_ImportModule("socket");
     if (socket == NULL)
         return -1;
@@ -55,7 +75,11 @@ static int aio_exec(PyObject *m)
         intern(&st->str_set_exception, "set_exception") < 0 ||
         intern(&st->str_done, "done") < 0 ||
         intern(&st->str_timer_handle_cancelled, "_timer_handle_cancelled") < 0 ||
-        intern(&st->str_current_handle, "_current_handle") < 0)
+        intern(&st->str_current_handle, "_current_handle") < 0 ||
+        intern(&st->str_data_received, "data_received") < 0 ||
+        intern(&st->str_get_buffer, "get_buffer") < 0 ||
+        intern(&st->str_buffer_updated, "buffer_updated") < 0 ||
+        intern(&st->str_connection_lost, "connection_lost") < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "DEFAULT_THREADS", aio_default_threads()) < 0)
         return -1;
@@ -68,6 +92,9 @@ static int aio_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->HandleType);
     Py_VISIT(st->TimerHandleType);
     Py_VISIT(st->LoopType);
+    Py_VISIT(st->TransportType);
+    Py_VISIT(st->ListenerType);
+    Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->FutureType);
     Py_VISIT(st->gaierror);
     Py_VISIT(st->debug_helpers);
@@ -80,6 +107,9 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
     Py_CLEAR(st->LoopType);
+    Py_CLEAR(st->TransportType);
+    Py_CLEAR(st->ListenerType);
+    Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->FutureType);
     Py_CLEAR(st->gaierror);
     Py_CLEAR(st->debug_helpers);
@@ -94,6 +124,10 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->str_done);
     Py_CLEAR(st->str_timer_handle_cancelled);
     Py_CLEAR(st->str_current_handle);
+    Py_CLEAR(st->str_data_received);
+    Py_CLEAR(st->str_get_buffer);
+    Py_CLEAR(st->str_buffer_updated);
+    Py_CLEAR(st->str_connection_lost);
     return 0;
 }
 

@@ -6,11 +6,15 @@ must behave exactly as asyncio's does -- tasks and task factories, the
 exception handler, executors, async generator hooks, run_until_complete --
 comes from ``asyncio.BaseEventLoop``, whose attributes the C core provides.
 """
+import errno
+import functools
 import os
 import socket
 import sys
 import weakref
-from asyncio import base_events, events, selector_events
+from asyncio import base_events, constants, events, futures, selector_events, sslproto
+from asyncio import trsock, unix_events
+from asyncio.log import logger
 
 from . import _core
 
@@ -62,6 +66,14 @@ def _env_int(name):
     return n
 
 
+_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+
+
+def _ssl_shutdown_kw(timeout):
+    # SSLProtocol takes ssl_shutdown_timeout from 3.11 on.
+    return {"ssl_shutdown_timeout": timeout}
+
+
 class Loop(_core.Loop, base_events.BaseEventLoop):
     """An asyncio event loop whose I/O is done by background completion threads.
 
@@ -70,13 +82,16 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     getaddrinfo/getnameinfo calls (default 2).
     """
 
-    def __init__(self, *, threads=None, resolver_threads=None):
+    def __init__(self, *, threads=None, resolver_threads=None, inline_writes=None):
         if threads is None:
             threads = _env_int("AIOLOOP_THREADS")
         if resolver_threads is None:
             resolver_threads = _env_int("AIOLOOP_RESOLVER_THREADS")
         try:
-            _core.Loop.__init__(self, threads=threads, resolver_threads=resolver_threads)
+            if inline_writes is None:
+                inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "inline") != "thread"
+            _core.Loop.__init__(self, threads=threads, resolver_threads=resolver_threads,
+                                inline_writes=inline_writes)
         except BaseException:
             self._closed = True   # nothing to close; keeps __del__ quiet
             raise
@@ -84,6 +99,8 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         # fd -> transport, as asyncio's selector loop keeps it, so that the
         # readiness API refuses descriptors owned by a transport.
         self._transports = weakref.WeakValueDictionary()
+        self._listeners = {}            # listening socket -> _core.Listener
+        self._unix_server_sockets = {}  # unix listening socket -> inode
 
     # -- running and stopping ------------------------------------------------
 
@@ -183,6 +200,145 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         if hasattr(selector_events.BaseSelectorEventLoop, _name):
             locals()[_name] = getattr(selector_events.BaseSelectorEventLoop, _name)
     del _name
+
+    # -- stream transports and servers ----------------------------------------
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        self._ensure_fd_no_transport(sock)
+        extra = {} if extra is None else dict(extra)
+        extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            extra["sockname"] = None
+        if "peername" not in extra:
+            try:
+                extra["peername"] = sock.getpeername()
+            except OSError:
+                extra["peername"] = None
+        base_events._set_nodelay(sock)
+        transport = _core.StreamTransport(self, sock, protocol, extra, server)
+        if server is not None:
+            if _ATTACH_TAKES_TRANSPORT:
+                server._attach(transport)
+            else:
+                server._attach()
+        self._transports[sock.fileno()] = transport
+        self.call_soon(protocol.connection_made, transport)
+        self.call_soon(transport._start_reading)
+        if waiter is not None:
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        return transport
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None,
+                            server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # TLS is asyncio's own SSLProtocol (a BufferedProtocol) on top of a
+        # stream transport, as on asyncio's loops.
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            **_ssl_shutdown_kw(ssl_shutdown_timeout))
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
+                       backlog=100, ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # Accepts run on a completion thread; each accepted descriptor comes
+        # back as a completion and becomes a transport here.
+        listener = self._listeners.get(sock)
+        if listener is None:
+            on_accept = functools.partial(
+                self._on_accept, protocol_factory, sock, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout)
+            listener = _core.Listener(self, sock.fileno(), on_accept)
+            self._listeners[sock] = listener
+        listener.resume()
+
+    def _on_accept(self, protocol_factory, sock, sslcontext, server,
+                   ssl_handshake_timeout, ssl_shutdown_timeout, fd, addr):
+        if fd is None:
+            exc = addr
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of a resource: the listener stopped itself; try again
+                # after a delay instead of spinning (asyncio does the same).
+                self.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                })
+                self.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_listener, sock)
+            else:
+                self.call_exception_handler({
+                    "message": "Error on accepting a connection",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                })
+                self.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_listener, sock)
+            return
+        try:
+            conn = socket.socket(sock.family, sock.type | socket.SOCK_NONBLOCK,
+                                 sock.proto, fileno=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._debug:
+            logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+        extra = {"peername": addr}
+        if sslcontext:
+            self.create_task(selector_events.BaseSelectorEventLoop._accept_connection2(
+                self, protocol_factory, conn, extra, sslcontext, server,
+                ssl_handshake_timeout, ssl_shutdown_timeout))
+            return
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            transport = self._make_socket_transport(conn, protocol, extra=extra, server=server)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            else:
+                transport.close()
+            if self._debug:
+                context = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                if transport is not None:
+                    context["transport"] = transport
+                self.call_exception_handler(context)
+
+    def _resume_listener(self, sock):
+        listener = self._listeners.get(sock)
+        if listener is not None:
+            listener.resume()
+
+    def _stop_serving(self, sock):
+        listener = self._listeners.pop(sock, None)
+        if listener is not None:
+            listener.close()
+        path = sock.getsockname() if sock in self._unix_server_sockets else None
+        sock.close()
+        if path is not None:
+            prev_ino = self._unix_server_sockets.pop(sock)
+            try:
+                if os.stat(path).st_ino == prev_ino:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+    create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
+    create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
 
     # -- introspection -------------------------------------------------------
 

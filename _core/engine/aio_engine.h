@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "aio_atomic.h"
 
@@ -98,9 +99,17 @@ enum aio_op {
     AIO_OP_NOP = 0,          /* completes immediately; tests and wake-ups */
     AIO_OP_GETADDRINFO,      /* blocking: runs on a resolver worker */
     AIO_OP_GETNAMEINFO,      /* blocking: runs on a resolver worker */
+    AIO_OP_STREAM_START,     /* register a stream with its worker's epoll */
+    AIO_OP_STREAM_REARM,     /* the loop made room: go on reading/accepting */
+    AIO_OP_STREAM_WRITE,     /* send every iovec, waiting for EPOLLOUT as needed */
+    AIO_OP_STREAM_CLOSE,     /* cancel the pending write, unregister; last op */
+    AIO_OP_STREAM_READ,      /* completion only: data, 0 = EOF, or -errno */
+    AIO_OP_STREAM_ACCEPT,    /* completion only: a new descriptor, or -errno */
 };
 
 struct addrinfo;
+struct aio_stream;
+struct aio_pool;
 
 typedef struct aio_req {
     aio_qnode node;          /* link in a submission or completion queue */
@@ -126,6 +135,26 @@ typedef struct aio_req {
         struct {
             uint64_t tag;
         } nop;
+        struct {                     /* START, REARM, CLOSE */
+            struct aio_stream *s;
+        } ctl;
+        struct {                     /* WRITE; the iovecs follow the request */
+            struct aio_stream *s;
+            struct iovec *iov;       /* advanced in place as bytes go out */
+            int iovcnt, iovpos;
+            size_t sent;
+        } wr;
+        struct {                     /* READ: lives in a pool buffer, data after it */
+            struct aio_stream *s;
+            struct aio_pool *pool;
+            char *data;
+            size_t cap;
+        } rd;
+        struct {                     /* ACCEPT: result is the new descriptor */
+            struct aio_stream *s;
+            socklen_t addrlen;
+            struct sockaddr_storage addr;
+        } acc;
     } u;
 } aio_req;
 
@@ -137,6 +166,40 @@ void aio_req_free(aio_req *r);
 /* ---- completion threads and the engine ---- */
 
 typedef struct aio_engine aio_engine;
+struct aio_worker;
+
+/* ---- streams: a socket served by one completion thread ----
+ *
+ * A stream is shared C memory.  The loop thread creates it, submits START,
+ * WRITE, REARM and finally CLOSE to the stream's worker (in that order, on
+ * one submission queue, so the worker sees them in order), and frees it after
+ * the CLOSE completion: the worker never touches a stream after completing
+ * CLOSE, and every completion it pushed for the stream before comes first.
+ *
+ * Reads and accepts are driven by the worker (edge-triggered epoll).  The
+ * loop bounds them with credits: `unconsumed` counts completions pushed and
+ * not yet released; at `credits`, or while `paused`, the worker parks.  Who
+ * restarts a parked worker is settled by a Dekker handshake on `parked`
+ * (worker: store parked, re-check; loop: change the condition, load parked),
+ * so exactly one side resumes and no wakeup is lost. */
+enum aio_stream_kind { AIO_STREAM_CONN = 0, AIO_STREAM_LISTENER = 1 };
+
+typedef struct aio_stream {
+    int fd;
+    int kind;                /* enum aio_stream_kind */
+    int credits;             /* most unconsumed completions at once */
+    struct aio_worker *worker;
+    void *owner;             /* the loop's object; never dereferenced here */
+    struct aio_stream *lprev, *lnext;   /* the loop's list; loop thread only */
+    _Atomic int unconsumed;
+    _Atomic int paused;
+    _Atomic int parked;
+    /* Worker-private from START on. */
+    int registered;          /* in the worker's epoll */
+    int readable;            /* an edge arrived and was not drained yet */
+    int done_reading;        /* EOF or error delivered */
+    aio_req *wreq;           /* a write waiting for EPOLLOUT */
+} aio_stream;
 
 typedef struct aio_worker {
     aio_engine *engine;
@@ -169,6 +232,8 @@ int aio_default_threads(void);
 
 /* Workers start lazily on their first submission.  Returns 0 or -errno. */
 int aio_engine_init(aio_engine *e, int nio, int nblocking, size_t bufsize);
+/* Hands a request to a given worker.  Returns 0 or -errno. */
+int aio_engine_submit_to(aio_engine *e, aio_worker *w, aio_req *r);
 /* Hands a request to a worker (resolver ops go to the blocking group).
  * Loop thread only.  Returns 0 or -errno (the request stays the caller's). */
 int aio_engine_submit(aio_engine *e, aio_req *r);
@@ -182,7 +247,44 @@ void aio_engine_stop(aio_engine *e);
  * final flush. */
 void aio_engine_destroy(aio_engine *e);
 
-/* Executes one request on the calling thread (used by workers). */
-void aio__execute(aio_worker *w, aio_req *r);
+/* A batch of completions a worker collects before one push. */
+typedef struct aio_chain {
+    aio_qnode *first, *last;
+} aio_chain;
+
+static inline void aio_chain_add(aio_chain *c, aio_req *r)
+{
+    r->node.next = NULL;
+    if (c->last)
+        c->last->next = &r->node;
+    else
+        c->first = &r->node;
+    c->last = &r->node;
+}
+
+/* Executes one request on the calling worker.  Returns 1 when the request is
+ * finished (the caller completes it), 0 when the stream kept it (a write
+ * waiting for EPOLLOUT).  Completions the request produced go to `out`. */
+int aio__execute(aio_worker *w, aio_req *r, aio_chain *out);
+
+/* ---- streams, loop side ---- */
+
+/* Creates a stream for fd served by the next I/O worker, paused (no read or
+ * accept completions until aio_stream_resume).  NULL on ENOMEM. */
+aio_stream *aio_stream_new(aio_engine *e, int fd, int kind, int credits, void *owner);
+/* Submits a request to the stream's worker.  Returns 0 or -errno. */
+int aio_stream_submit(aio_engine *e, aio_stream *s, aio_req *r);
+/* Submits a control request (START, REARM, CLOSE). Returns 0 or -errno. */
+int aio_stream_control(aio_engine *e, aio_stream *s, int op);
+/* The loop consumed n completions of the stream. Returns 0 or -errno. */
+int aio_stream_release(aio_engine *e, aio_stream *s, int n);
+void aio_stream_pause(aio_stream *s);
+/* Returns 0 or -errno (a REARM could not be submitted). */
+int aio_stream_resume(aio_engine *e, aio_stream *s);
+int aio__stream_execute(aio_worker *w, aio_req *r, aio_chain *out);
+/* Worker side: handles an epoll event of a stream. */
+void aio__stream_event(aio_worker *w, aio_stream *s, uint32_t events, aio_chain *out);
+/* Bytes of payload a read completion can carry. */
+size_t aio_read_capacity(aio_engine *e);
 
 #endif

@@ -35,9 +35,8 @@ static void do_getnameinfo(aio_req *r)
     r->result = rc;
 }
 
-void aio__execute(aio_worker *w, aio_req *r)
+int aio__execute(aio_worker *w, aio_req *r, aio_chain *out)
 {
-    (void)w;
     switch (r->op) {
     case AIO_OP_NOP:
         r->result = 0;
@@ -48,10 +47,16 @@ void aio__execute(aio_worker *w, aio_req *r)
     case AIO_OP_GETNAMEINFO:
         do_getnameinfo(r);
         break;
+    case AIO_OP_STREAM_START:
+    case AIO_OP_STREAM_REARM:
+    case AIO_OP_STREAM_WRITE:
+    case AIO_OP_STREAM_CLOSE:
+        return aio__stream_execute(w, r, out);
     default:
         r->result = -ENOSYS;
         break;
     }
+    return 1;
 }
 
 void aio_req_free(aio_req *r)
@@ -69,6 +74,12 @@ void aio_req_free(aio_req *r)
         free(r->u.gni.addr);
         free(r->u.gni.host);
         free(r->u.gni.serv);
+        break;
+    case AIO_OP_STREAM_READ:
+        if (r->u.rd.pool != NULL) {
+            aio_pool_put(r->u.rd.pool, r);
+            return;
+        }
         break;
     default:
         break;

@@ -37,21 +37,24 @@ static void complete_batch(aio_engine *e, aio_qnode *first, aio_qnode *last)
     aio_wakeup_signal(&e->cq_wake);
 }
 
-/* Executes (or, when stopping, cancels) every queued submission and hands the
- * results back as one batch. */
-static void run_submissions(aio_worker *w, int cancel)
+/* Executes (or, when stopping, cancels) every queued submission; finished
+ * requests join `out`. */
+static void run_submissions(aio_worker *w, int cancel, aio_chain *out)
 {
-    aio_qnode *first = aio_mpsc_flush(&w->sq), *last = NULL;
-    for (aio_qnode *n = first; n != NULL; n = n->next) {
+    aio_qnode *n = aio_mpsc_flush(&w->sq);
+    while (n != NULL) {
+        aio_qnode *next = n->next;
         aio_req *r = AIO_REQ_OF(n);
+        int finished = 1;
         if (cancel)
             r->result = -ECANCELED;
         else
-            aio__execute(w, r);
+            finished = aio__execute(w, r, out);
         aio_add_relaxed(&w->executed, 1);
-        last = n;
+        if (finished)
+            aio_chain_add(out, r);
+        n = next;
     }
-    complete_batch(w->engine, first, last);
 }
 
 static void *worker_main(void *arg)
@@ -66,14 +69,28 @@ static void *worker_main(void *arg)
         if (!aio_mpsc_empty(&w->sq) || aio_load_acquire(&w->stop))
             timeout = 0;
         int n = epoll_wait(w->epfd, events, 64, timeout);
-        if (aio_wakeup_sleep_end(&w->wake) || n > 0)
-            aio_wakeup_drain(&w->wake);
+        int woken = aio_wakeup_sleep_end(&w->wake);
         if (aio_load_acquire(&w->stop))
             break;
-        run_submissions(w, 0);
+        aio_chain out = {NULL, NULL};
+        /* Socket events first, then submissions: a CLOSE submitted for a
+         * stream must come after any event of this round that names it. */
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.ptr == NULL)
+                woken = 1;
+            else
+                aio__stream_event(w, events[i].data.ptr, events[i].events, &out);
+        }
+        if (woken)
+            aio_wakeup_drain(&w->wake);
+        run_submissions(w, 0, &out);
+        complete_batch(w->engine, out.first, out.last);
     }
-    /* Stopping: what was never executed comes back cancelled. */
-    run_submissions(w, 1);
+    /* Stopping: what was never executed comes back cancelled.  Writes parked
+     * on a stream stay there; the loop frees them with the stream. */
+    aio_chain out = {NULL, NULL};
+    run_submissions(w, 1, &out);
+    complete_batch(w->engine, out.first, out.last);
     return NULL;
 }
 
@@ -172,6 +189,11 @@ int aio_engine_submit(aio_engine *e, aio_req *r)
         w = &e->blocking[e->rr_blocking++ % (unsigned)e->nblocking];
     else
         w = &e->io[e->rr_io++ % (unsigned)e->nio];
+    return aio_engine_submit_to(e, w, r);
+}
+
+int aio_engine_submit_to(aio_engine *e, aio_worker *w, aio_req *r)
+{
     int rc = worker_start(w);
     if (rc < 0)
         return rc;

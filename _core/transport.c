@@ -1,0 +1,1339 @@
+/* Stream transports and listeners: the loop-thread half of a connection
+ * whose reads, writes and accepts are done by a completion thread.
+ *
+ * StreamTransport is a C type whose base is asyncio.Transport, so that
+ * isinstance() holds and asyncio code that reads `_extra` keeps working.
+ * Its behaviour follows asyncio's _SelectorSocketTransport method by method
+ * (flow control, close/abort, write_eof, fatal errors); what differs is
+ * where the syscalls run:
+ *
+ *   read:  the stream's worker recv()s into a pool buffer and pushes a READ
+ *          completion; the loop builds one bytes object (or fills the
+ *          BufferedProtocol's buffer) and releases the credit.
+ *   write: write() first tries one non-blocking send() on the loop thread
+ *          when nothing is queued (inline mode, see docs/architecture.md);
+ *          what the socket does not take is queued and handed to the worker
+ *          as one WRITE of iovecs; later writes queue behind it and go out
+ *          as the next WRITE when it completes.
+ *   close: a CLOSE request unregisters the socket on the worker and cancels
+ *          its pending write; its completion schedules connection_lost and
+ *          only then is the socket closed, so no worker ever touches a
+ *          recycled descriptor. */
+#include "loop.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define READ_CREDITS 4            /* unconsumed read completions per stream */
+#define ACCEPT_CREDITS 64         /* unconsumed accepts per listener */
+#define MAX_WRITE_IOV 1024        /* buffers per WRITE request */
+#define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
+
+typedef struct wchunk {
+    PyObject *obj;                /* bytes kept alive while queued */
+    const char *ptr;
+    size_t len;
+} wchunk;
+
+typedef struct TransportObject {
+    PyObject_HEAD
+    PyObject *extra_slot;         /* asyncio.BaseTransport's `_extra` slot */
+    PyObject *weakreflist;
+    LoopObject *loop;
+    PyObject *sock;
+    PyObject *protocol;
+    PyObject *server;
+    PyObject *lost_exc;           /* for connection_lost, once CLOSE is back */
+    aio_stream *stream;           /* NULL once CLOSE is back or the loop closed */
+    aio_req *wreq;                /* the WRITE in flight */
+    size_t wreq_chunks;
+    wchunk *wq;                   /* queued chunks; the first wreq_chunks are in flight */
+    size_t wq_head, wq_len, wq_cap;
+    size_t buffer_size;           /* queued + in flight */
+    size_t high, low;
+    aio_qnode *stash_first, *stash_last;   /* reads held while paused */
+    int fd;
+    int conn_lost;
+    char buffered, closing, paused, protocol_paused, eof, close_submitted,
+        inline_writes, stash_scheduled;
+} TransportObject;
+
+typedef struct ListenerObject {
+    PyObject_HEAD
+    LoopObject *loop;
+    PyObject *callback;           /* callback(fd, addr) or callback(None, exc) */
+    aio_stream *stream;
+    int fd;                       /* our own descriptor (a dup), closed after CLOSE */
+    char closing;
+} ListenerObject;
+
+static aio_state *tr_state(TransportObject *t)
+{
+    return t->loop->st;
+}
+
+/* ---- helpers ---- */
+
+PyObject *aio_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
+
+static int call_exception_handler(TransportObject *t, const char *message, PyObject *exc)
+{
+    PyObject *ctx = Py_BuildValue("{s:s,s:O,s:O,s:O}", "message", message, "exception", exc,
+                                  "transport", (PyObject *)t, "protocol",
+                                  t->protocol ? t->protocol : Py_None);
+    if (ctx == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg((PyObject *)t->loop,
+                                            tr_state(t)->str_call_exception_handler, ctx);
+    Py_DECREF(ctx);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int is_fatal_base(PyObject *exc)
+{
+    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
+           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+}
+
+static PyObject *oserror_from_errno(int err)
+{
+    return PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
+}
+
+static void wq_drop(TransportObject *t, size_t from)
+{
+    /* Drops queued chunks from index `from` on (those not in flight). */
+    while (t->wq_len > from) {
+        size_t i = (t->wq_head + t->wq_len - 1) % t->wq_cap;
+        t->buffer_size -= t->wq[i].len;
+        Py_CLEAR(t->wq[i].obj);
+        t->wq_len--;
+    }
+}
+
+static int wq_push(TransportObject *t, PyObject *obj, const char *ptr, size_t len)
+{
+    if (t->wq_len == t->wq_cap) {
+        size_t ncap = t->wq_cap ? t->wq_cap * 2 : 8;
+        wchunk *n = PyMem_Malloc(ncap * sizeof *n);
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < t->wq_len; i++)
+            n[i] = t->wq[(t->wq_head + i) % t->wq_cap];
+        PyMem_Free(t->wq);
+        t->wq = n;
+        t->wq_cap = ncap;
+        t->wq_head = 0;
+    }
+    wchunk *c = &t->wq[(t->wq_head + t->wq_len) % t->wq_cap];
+    c->obj = Py_NewRef(obj);
+    c->ptr = ptr;
+    c->len = len;
+    t->wq_len++;
+    t->buffer_size += len;
+    return 0;
+}
+
+static void stash_free(aio_qnode *n)
+{
+    while (n != NULL) {
+        aio_qnode *next = n->next;
+        aio_req_free(AIO_REQ_OF(n));
+        n = next;
+    }
+}
+
+/* ---- closing ---- */
+
+/* Submits CLOSE; connection_lost(exc) follows its completion. */
+static void begin_close(TransportObject *t, PyObject *exc)
+{
+    if (t->close_submitted)
+        return;
+    t->close_submitted = 1;
+    Py_XSETREF(t->lost_exc, Py_XNewRef(exc));
+    if (t->stream == NULL)
+        return;
+    aio_stream_pause(t->stream);
+    int rc = aio_stream_control(&t->loop->engine, t->stream, AIO_OP_STREAM_CLOSE);
+    if (rc < 0) {
+        /* Out of memory for a 200-byte request: the worker keeps the socket
+         * registered until the loop closes; report through connection_lost. */
+        PyObject *m = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
+        if (m == NULL || aio_loop_call_soon(t->loop, m, &t->lost_exc, 1) < 0)
+            PyErr_WriteUnraisable((PyObject *)t);
+        Py_XDECREF(m);
+    }
+}
+
+static void force_close(TransportObject *t, PyObject *exc)
+{
+    if (t->conn_lost)
+        return;
+    wq_drop(t, t->wreq ? t->wreq_chunks : 0);
+    t->closing = 1;
+    t->conn_lost++;
+    begin_close(t, exc);
+}
+
+/* asyncio's _fatal_error: report what is not an OSError, then force-close. */
+static void fatal_error(TransportObject *t, PyObject *exc, const char *message)
+{
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
+        if (call_exception_handler(t, message, exc) < 0)
+            PyErr_WriteUnraisable((PyObject *)t);
+    }
+    force_close(t, exc);
+}
+
+/* Handles the exception raised by a protocol callback: SystemExit and
+ * KeyboardInterrupt propagate (-1), the rest are fatal for the connection. */
+static int callback_failed(TransportObject *t, const char *message)
+{
+    PyObject *exc = aio_err_fetch();
+    if (is_fatal_base(exc)) {
+        aio_err_restore(exc);
+        return -1;
+    }
+    fatal_error(t, exc, message);
+    Py_DECREF(exc);
+    return 0;
+}
+
+/* ---- flow control ---- */
+
+static int maybe_pause_protocol(TransportObject *t)
+{
+    if (t->buffer_size <= t->high || t->protocol_paused)
+        return 0;
+    t->protocol_paused = 1;
+    PyObject *r = PyObject_CallMethod(t->protocol, "pause_writing", NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    PyObject *exc = aio_err_fetch();
+    if (is_fatal_base(exc)) {
+        aio_err_restore(exc);
+        return -1;
+    }
+    int rc = call_exception_handler(t, "protocol.pause_writing() failed", exc);
+    Py_DECREF(exc);
+    return rc;
+}
+
+static int maybe_resume_protocol(TransportObject *t)
+{
+    if (!t->protocol_paused || t->buffer_size > t->low)
+        return 0;
+    t->protocol_paused = 0;
+    PyObject *r = PyObject_CallMethod(t->protocol, "resume_writing", NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    PyObject *exc = aio_err_fetch();
+    if (is_fatal_base(exc)) {
+        aio_err_restore(exc);
+        return -1;
+    }
+    int rc = call_exception_handler(t, "protocol.resume_writing() failed", exc);
+    Py_DECREF(exc);
+    return rc;
+}
+
+/* ---- writing ---- */
+
+/* Hands the queued chunks (up to MAX_WRITE_IOV) to the worker as one WRITE. */
+static int submit_write(TransportObject *t)
+{
+    if (t->wreq != NULL || t->wq_len == 0 || t->stream == NULL)
+        return 0;
+    size_t k = t->wq_len < MAX_WRITE_IOV ? t->wq_len : MAX_WRITE_IOV;
+    aio_req *r = calloc(1, sizeof *r + k * sizeof(struct iovec));
+    if (r == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    struct iovec *iov = (struct iovec *)(void *)(r + 1);
+    for (size_t i = 0; i < k; i++) {
+        wchunk *c = &t->wq[(t->wq_head + i) % t->wq_cap];
+        iov[i].iov_base = (void *)c->ptr;
+        iov[i].iov_len = c->len;
+    }
+    r->op = AIO_OP_STREAM_WRITE;
+    r->u.wr.s = t->stream;
+    r->u.wr.iov = iov;
+    r->u.wr.iovcnt = (int)k;
+    int rc = aio_stream_submit(&t->loop->engine, t->stream, r);
+    if (rc < 0) {
+        free(r);
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    t->wreq = r;
+    t->wreq_chunks = k;
+    return 0;
+}
+
+/* The buffer drained: finish a close() or write_eof() that waited for it. */
+static int write_drained(TransportObject *t)
+{
+    if (t->closing) {
+        if (!t->conn_lost) {
+            t->conn_lost++;
+            begin_close(t, NULL);
+        }
+    } else if (t->eof) {
+        if (shutdown(t->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+            PyObject *exc = oserror_from_errno(errno);
+            if (exc == NULL)
+                return -1;
+            fatal_error(t, exc, "Fatal error on shutdown");
+            Py_DECREF(exc);
+        }
+    }
+    return 0;
+}
+
+static int write_completed(TransportObject *t, aio_req *r, int deliver)
+{
+    size_t k = t->wreq_chunks;
+    t->wreq = NULL;
+    t->wreq_chunks = 0;
+    for (size_t i = 0; i < k && t->wq_len > 0; i++) {
+        wchunk *c = &t->wq[t->wq_head];
+        t->buffer_size -= c->len;
+        Py_CLEAR(c->obj);
+        t->wq_head = (t->wq_head + 1) % t->wq_cap;
+        t->wq_len--;
+    }
+    int result = r->result;
+    aio_req_free(r);
+    if (!deliver || result == -ECANCELED)
+        return 0;
+    if (result < 0) {
+        PyObject *exc = oserror_from_errno(-result);
+        if (exc == NULL)
+            return -1;
+        fatal_error(t, exc, "Fatal write error on socket transport");
+        Py_DECREF(exc);
+        return 0;
+    }
+    if (t->conn_lost)
+        return 0;
+    if (submit_write(t) < 0)
+        return -1;
+    if (maybe_resume_protocol(t) < 0)
+        return -1;
+    if (t->wq_len == 0 && t->wreq == NULL)
+        return write_drained(t);
+    return 0;
+}
+
+static PyObject *tr_write(TransportObject *t, PyObject *data)
+{
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not %.100s",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    if (t->eof) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    size_t len = (size_t)view.len;
+    if (len == 0) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    if (t->conn_lost) {
+        PyBuffer_Release(&view);
+        if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
+            PyObject *mod = PyImport_ImportModule("asyncio.log");
+            PyObject *logger = mod ? PyObject_GetAttrString(mod, "logger") : NULL;
+            PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
+                                                       "socket.send() raised exception.")
+                                 : NULL;
+            Py_XDECREF(mod);
+            Py_XDECREF(logger);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        }
+        t->conn_lost++;
+        Py_RETURN_NONE;
+    }
+    size_t sent = 0;
+    if (t->inline_writes && t->wq_len == 0 && t->wreq == NULL) {
+        ssize_t n;
+        do {
+            n = send(t->fd, view.buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                int err = errno;
+                PyBuffer_Release(&view);
+                PyObject *exc = oserror_from_errno(err);
+                if (exc == NULL)
+                    return NULL;
+                fatal_error(t, exc, "Fatal write error on socket transport");
+                Py_DECREF(exc);
+                Py_RETURN_NONE;
+            }
+        } else {
+            sent = (size_t)n;
+        }
+        if (sent == len) {
+            PyBuffer_Release(&view);
+            Py_RETURN_NONE;
+        }
+    }
+    /* Queue the rest.  bytes are immutable: keep a reference; anything else
+     * is copied now so that what was passed is what is sent. */
+    int rc;
+    if (PyBytes_CheckExact(data)) {
+        rc = wq_push(t, data, (const char *)view.buf + sent, len - sent);
+    } else {
+        PyObject *copy = PyBytes_FromStringAndSize((const char *)view.buf + sent,
+                                                   (Py_ssize_t)(len - sent));
+        rc = copy ? wq_push(t, copy, PyBytes_AS_STRING(copy), len - sent) : -1;
+        Py_XDECREF(copy);
+    }
+    PyBuffer_Release(&view);
+    if (rc < 0 || submit_write(t) < 0 || maybe_pause_protocol(t) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_writelines(TransportObject *t, PyObject *lines)
+{
+    PyObject *it = PyObject_GetIter(lines);
+    if (it == NULL)
+        return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *r = tr_write(t, item);
+        Py_DECREF(item);
+        if (r == NULL) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || t->eof)
+        Py_RETURN_NONE;
+    t->eof = 1;
+    if (t->wq_len == 0 && t->wreq == NULL && shutdown(t->fd, SHUT_WR) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_can_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    (void)t;
+    Py_RETURN_TRUE;
+}
+
+/* ---- reading ---- */
+
+static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
+{
+    size_t n = (size_t)r->result;
+    const char *data = r->u.rd.data;
+    *consumed = 0;
+    if (!t->buffered) {
+        PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
+        if (b == NULL)
+            return -1;
+        PyObject *res = PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_data_received, b);
+        Py_DECREF(b);
+        *consumed = n;
+        if (res == NULL)
+            return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
+        Py_DECREF(res);
+        return 0;
+    }
+    /* BufferedProtocol: copy into the protocol's buffers, as many rounds of
+     * get_buffer()/buffer_updated() as the data needs; stop early if the
+     * protocol paused reading or closed the transport meanwhile. */
+    while (*consumed < n && !t->paused && !t->closing) {
+        PyObject *hint = PyLong_FromSize_t(n - *consumed);
+        PyObject *buf = hint ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer,
+                                                         hint)
+                             : NULL;
+        Py_XDECREF(hint);
+        if (buf == NULL)
+            return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+        Py_buffer view;
+        if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+            Py_DECREF(buf);
+            return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+        }
+        if (view.len == 0) {
+            PyBuffer_Release(&view);
+            Py_DECREF(buf);
+            PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+            return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+        }
+        size_t k = n - *consumed;
+        if ((size_t)view.len < k)
+            k = (size_t)view.len;
+        memcpy(view.buf, data + *consumed, k);
+        PyBuffer_Release(&view);
+        Py_DECREF(buf);
+        *consumed += k;
+        PyObject *nb = PyLong_FromSize_t(k);
+        PyObject *res = nb ? PyObject_CallMethodOneArg(t->protocol,
+                                                       tr_state(t)->str_buffer_updated, nb)
+                           : NULL;
+        Py_XDECREF(nb);
+        if (res == NULL)
+            return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
+        Py_DECREF(res);
+    }
+    return 0;
+}
+
+static int deliver_eof(TransportObject *t)
+{
+    PyObject *res = PyObject_CallMethod(t->protocol, "eof_received", NULL);
+    if (res == NULL)
+        return callback_failed(t, "Fatal error: protocol.eof_received() call failed.");
+    int keep_open = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    if (keep_open < 0)
+        return callback_failed(t, "Fatal error: protocol.eof_received() call failed.");
+    if (!keep_open) {
+        PyObject *r = PyObject_CallMethod((PyObject *)t, "close", NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static void stash_push_front(TransportObject *t, aio_req *r)
+{
+    r->node.next = t->stash_first;
+    t->stash_first = &r->node;
+    if (t->stash_last == NULL)
+        t->stash_last = &r->node;
+}
+
+static void stash_push_back(TransportObject *t, aio_req *r)
+{
+    r->node.next = NULL;
+    if (t->stash_last)
+        t->stash_last->next = &r->node;
+    else
+        t->stash_first = &r->node;
+    t->stash_last = &r->node;
+}
+
+/* Delivers one read completion, or keeps it while reading is paused.
+ * Returns -1 only when SystemExit/KeyboardInterrupt must propagate (the
+ * completion has been consumed or stashed either way). */
+static int read_completed(TransportObject *t, aio_req *r, int deliver)
+{
+    if (deliver && !t->closing && t->paused) {
+        stash_push_back(t, r);
+        return 0;
+    }
+    int rc = 0;
+    if (deliver && !t->closing && t->protocol != NULL) {
+        if (r->result > 0) {
+            size_t consumed;
+            rc = deliver_data(t, r, &consumed);
+            if (rc == 0 && consumed < (size_t)r->result && t->paused && !t->closing) {
+                /* Paused halfway through a buffered delivery: keep the rest. */
+                r->u.rd.data += consumed;
+                r->result -= (int)consumed;
+                stash_push_front(t, r);
+                return 0;
+            }
+        } else if (r->result == 0) {
+            rc = deliver_eof(t);
+        } else {
+            PyObject *exc = oserror_from_errno(-r->result);
+            if (exc == NULL) {
+                rc = -1;
+            } else {
+                fatal_error(t, exc, "Fatal read error on socket transport");
+                Py_DECREF(exc);
+            }
+        }
+    }
+    aio_req_free(r);
+    if (t->stream != NULL && aio_stream_release(&t->loop->engine, t->stream, 1) < 0 && rc == 0) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    return rc;
+}
+
+static PyObject *tr_drain_stash(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    t->stash_scheduled = 0;
+    while (t->stash_first != NULL && !t->paused) {
+        aio_qnode *n = t->stash_first;
+        t->stash_first = n->next;
+        if (t->stash_first == NULL)
+            t->stash_last = NULL;
+        if (read_completed(t, AIO_REQ_OF(n), 1) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int schedule_method(TransportObject *t, const char *name, PyObject *arg)
+{
+    PyObject *m = PyObject_GetAttrString((PyObject *)t, name);
+    if (m == NULL)
+        return -1;
+    int rc = aio_loop_call_soon(t->loop, m, arg ? &arg : NULL, arg ? 1 : 0);
+    Py_DECREF(m);
+    return rc;
+}
+
+static PyObject *tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || t->paused)
+        Py_RETURN_NONE;
+    t->paused = 1;
+    if (t->stream != NULL)
+        aio_stream_pause(t->stream);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || !t->paused)
+        Py_RETURN_NONE;
+    t->paused = 0;
+    if (t->stash_first != NULL && !t->stash_scheduled) {
+        if (schedule_method(t, "_drain_stash", NULL) < 0)
+            return NULL;
+        t->stash_scheduled = 1;
+    }
+    if (t->stream != NULL && aio_stream_resume(&t->loop->engine, t->stream) < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* Scheduled after connection_made: from now on reads may be delivered. */
+static PyObject *tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || t->paused || t->stream == NULL)
+        Py_RETURN_NONE;
+    if (aio_stream_resume(&t->loop->engine, t->stream) < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_is_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(!t->paused && !t->closing);
+}
+
+/* ---- completions ---- */
+
+/* Called by the loop for every stream completion, with deliver=0 when the
+ * loop is shutting down (release memory, call nothing). */
+int aio_transport_completion(LoopObject *L, aio_req *r, int deliver);
+
+static void stream_unlink_free(LoopObject *L, aio_stream *s);
+
+static int tr_close_completed(TransportObject *t, int deliver)
+{
+    aio_stream *s = t->stream;
+    t->stream = NULL;
+    stash_free(t->stash_first);
+    t->stash_first = t->stash_last = NULL;
+    int rc = 0;
+    if (deliver)
+        rc = schedule_method(t, "_call_connection_lost", t->lost_exc ? t->lost_exc : Py_None);
+    stream_unlink_free(t->loop, s);   /* may drop the last reference to t */
+    return rc;
+}
+
+static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
+{
+    PyObject *protocol = t->protocol, *sock = t->sock, *server = t->server;
+    t->protocol = NULL;
+    t->sock = NULL;
+    t->server = NULL;
+    PyObject *res = protocol ? PyObject_CallMethodOneArg(protocol,
+                                                         tr_state(t)->str_connection_lost, exc)
+                             : Py_NewRef(Py_None);
+    PyObject *err = res == NULL ? aio_err_fetch() : NULL;
+    Py_XDECREF(res);
+    if (sock != NULL) {
+        PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+        if (r == NULL)
+            PyErr_WriteUnraisable(sock);
+        Py_XDECREF(r);
+    }
+    if (server != NULL && server != Py_None) {
+#if PY_VERSION_HEX >= 0x030D0000
+        PyObject *r = PyObject_CallMethod(server, "_detach", "O", (PyObject *)t);
+#else
+        PyObject *r = PyObject_CallMethod(server, "_detach", NULL);
+#endif
+        if (r == NULL)
+            PyErr_WriteUnraisable(server);
+        Py_XDECREF(r);
+    }
+    Py_XDECREF(protocol);
+    Py_XDECREF(sock);
+    Py_XDECREF(server);
+    if (err != NULL) {
+        aio_err_restore(err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing)
+        Py_RETURN_NONE;
+    t->closing = 1;
+    if (t->stream != NULL)
+        aio_stream_pause(t->stream);
+    if (t->wq_len == 0 && t->wreq == NULL) {
+        t->conn_lost++;
+        begin_close(t, NULL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_abort(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    force_close(t, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_fatal_error(TransportObject *t, PyObject *args)
+{
+    PyObject *exc;
+    const char *message = "Fatal error on transport";
+    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message))
+        return NULL;
+    fatal_error(t, exc, message);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_force_close(TransportObject *t, PyObject *exc)
+{
+    force_close(t, exc);
+    Py_RETURN_NONE;
+}
+
+/* ---- the rest of asyncio.Transport ---- */
+
+static PyObject *tr_is_closing(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *tr_get_extra_info(TransportObject *t, PyObject *args)
+{
+    PyObject *name, *dflt = Py_None;
+    if (!PyArg_UnpackTuple(args, "get_extra_info", 1, 2, &name, &dflt))
+        return NULL;
+    if (t->extra_slot != NULL && PyDict_Check(t->extra_slot)) {
+        PyObject *v = PyDict_GetItemWithError(t->extra_slot, name);
+        if (v != NULL)
+            return Py_NewRef(v);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return Py_NewRef(dflt);
+}
+
+static PyObject *tr_get_protocol(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->protocol ? t->protocol : Py_None);
+}
+
+static int set_protocol(TransportObject *t, PyObject *protocol)
+{
+    int b = PyObject_IsInstance(protocol, tr_state(t)->BufferedProtocol);
+    if (b < 0)
+        return -1;
+    t->buffered = (char)b;
+    Py_XSETREF(t->protocol, Py_NewRef(protocol));
+    return 0;
+}
+
+static PyObject *tr_set_protocol(TransportObject *t, PyObject *protocol)
+{
+    if (set_protocol(t, protocol) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_get_write_buffer_size(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSize_t(t->buffer_size);
+}
+
+static PyObject *tr_get_write_buffer_limits(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nn)", (Py_ssize_t)t->low, (Py_ssize_t)t->high);
+}
+
+static int set_limits(TransportObject *t, PyObject *high_o, PyObject *low_o)
+{
+    Py_ssize_t high, low;
+    if (high_o == Py_None) {
+        if (low_o == Py_None) {
+            high = 64 * 1024;
+        } else {
+            low = PyNumber_AsSsize_t(low_o, PyExc_OverflowError);
+            if (low == -1 && PyErr_Occurred())
+                return -1;
+            high = 4 * low;
+        }
+    } else {
+        high = PyNumber_AsSsize_t(high_o, PyExc_OverflowError);
+        if (high == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (low_o == Py_None) {
+        low = high / 4;
+    } else {
+        low = PyNumber_AsSsize_t(low_o, PyExc_OverflowError);
+        if (low == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (!(high >= low && low >= 0)) {
+        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high,
+                     low);
+        return -1;
+    }
+    t->high = (size_t)high;
+    t->low = (size_t)low;
+    return 0;
+}
+
+static PyObject *tr_set_write_buffer_limits(TransportObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high = Py_None, *low = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO:set_write_buffer_limits", kwlist, &high,
+                                     &low))
+        return NULL;
+    if (set_limits(t, high, low) < 0 || maybe_pause_protocol(t) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tr_repr(TransportObject *t)
+{
+    const char *state = t->stream == NULL && t->close_submitted ? " closed"
+                        : t->closing                            ? " closing"
+                                                                : "";
+    return PyUnicode_FromFormat("<aioloop.StreamTransport%s fd=%d read=%s write=<%s, bufsize=%zu>>",
+                                state, t->fd, t->paused ? "paused" : "polling",
+                                t->wq_len ? "polling" : "idle", t->buffer_size);
+}
+
+/* ---- construction and lifetime ---- */
+
+static void stream_link(LoopObject *L, aio_stream *s);
+
+static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"loop", "sock", "protocol", "extra", "server", NULL};
+    PyObject *loop, *sock, *protocol, *extra = Py_None, *server = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OO:StreamTransport", kwlist, &loop, &sock,
+                                     &protocol, &extra, &server))
+        return NULL;
+    aio_state *st = aio_get_state_by_type(tp);
+    if (st == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
+        return NULL;
+    }
+    LoopObject *L = (LoopObject *)loop;
+    if (aio_loop_check_closed(L) < 0 || !L->engine_ready)
+        return NULL;
+    PyObject *fdo = PyObject_CallMethod(sock, "fileno", NULL);
+    if (fdo == NULL)
+        return NULL;
+    long lfd = PyLong_AsLong(fdo);
+    Py_DECREF(fdo);
+    if (lfd == -1 && PyErr_Occurred())
+        return NULL;
+    int fd = (int)lfd;
+    if (lfd < 0 || lfd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "the socket is closed");
+        return NULL;
+    }
+    TransportObject *t = (TransportObject *)tp->tp_alloc(tp, 0);
+    if (t == NULL)
+        return NULL;
+    t->loop = (LoopObject *)Py_NewRef(loop);
+    t->sock = Py_NewRef(sock);
+    t->server = Py_NewRef(server);
+    t->extra_slot = extra == Py_None ? PyDict_New() : Py_NewRef(extra);
+    t->fd = fd;
+    t->high = 64 * 1024;
+    t->low = 16 * 1024;
+    t->inline_writes = L->inline_writes;
+    if (t->extra_slot == NULL || set_protocol(t, protocol) < 0)
+        goto fail;
+    t->stream = aio_stream_new(&L->engine, fd, AIO_STREAM_CONN, READ_CREDITS, t);
+    if (t->stream == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    int rc = aio_stream_control(&L->engine, t->stream, AIO_OP_STREAM_START);
+    if (rc < 0) {
+        free(t->stream);
+        t->stream = NULL;
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail;
+    }
+    stream_link(L, t->stream);
+    return (PyObject *)t;
+fail:
+    t->closing = 1;
+    t->close_submitted = 1;
+    Py_DECREF(t);
+    return NULL;
+}
+
+/* Everything happens in tr_new; this only stops BaseTransport.__init__. */
+static int tr_init(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    (void)args;
+    (void)kw;
+    return 0;
+}
+
+static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->extra_slot);
+    Py_VISIT(t->loop);
+    Py_VISIT(t->sock);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->server);
+    Py_VISIT(t->lost_exc);
+    for (size_t i = 0; i < t->wq_len; i++)
+        Py_VISIT(t->wq[(t->wq_head + i) % t->wq_cap].obj);
+    return 0;
+}
+
+static int tr_clear(TransportObject *t)
+{
+    Py_CLEAR(t->extra_slot);
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->server);
+    Py_CLEAR(t->lost_exc);
+    return 0;
+}
+
+static void tr_dealloc(TransportObject *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    if (t->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)t);
+    /* A live stream keeps its transport referenced (the loop holds `owner`
+     * through its stream list), so a transport freed here has no stream. */
+    tr_clear(t);
+    for (size_t i = 0; i < t->wq_len; i++)
+        Py_XDECREF(t->wq[(t->wq_head + i) % t->wq_cap].obj);
+    PyMem_Free(t->wq);
+    stash_free(t->stash_first);
+    Py_CLEAR(t->sock);
+    Py_CLEAR(t->loop);
+    tp->tp_free(t);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef tr_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(TransportObject, weakreflist), READONLY, NULL},
+    {"_sock_fd", T_INT, offsetof(TransportObject, fd), READONLY, NULL},
+    {"_conn_lost", T_INT, offsetof(TransportObject, conn_lost), READONLY, NULL},
+    {"_closing", T_BOOL, offsetof(TransportObject, closing), READONLY, NULL},
+    {"_paused", T_BOOL, offsetof(TransportObject, paused), READONLY, NULL},
+    {"_protocol_paused", T_BOOL, offsetof(TransportObject, protocol_paused), READONLY, NULL},
+    {"_eof", T_BOOL, offsetof(TransportObject, eof), READONLY, NULL},
+    {"_loop", T_OBJECT, offsetof(TransportObject, loop), READONLY, NULL},
+    {"_sock", T_OBJECT, offsetof(TransportObject, sock), READONLY, NULL},
+    {"_protocol", T_OBJECT, offsetof(TransportObject, protocol), READONLY, NULL},
+    {"_server", T_OBJECT, offsetof(TransportObject, server), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef tr_methods[] = {
+    {"write", (PyCFunction)tr_write, METH_O, "Write data; never blocks."},
+    {"writelines", (PyCFunction)tr_writelines, METH_O, "Write an iterable of data."},
+    {"write_eof", (PyCFunction)tr_write_eof, METH_NOARGS,
+     "Close the write end after flushing buffered data."},
+    {"can_write_eof", (PyCFunction)tr_can_write_eof, METH_NOARGS, NULL},
+    {"close", (PyCFunction)tr_close, METH_NOARGS,
+     "Close after flushing buffered data; connection_lost(None) follows."},
+    {"abort", (PyCFunction)tr_abort, METH_NOARGS, "Close at once, dropping buffered data."},
+    {"is_closing", (PyCFunction)tr_is_closing, METH_NOARGS, NULL},
+    {"pause_reading", (PyCFunction)tr_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)tr_resume_reading, METH_NOARGS, NULL},
+    {"is_reading", (PyCFunction)tr_is_reading, METH_NOARGS, NULL},
+    {"get_extra_info", (PyCFunction)tr_get_extra_info, METH_VARARGS, NULL},
+    {"get_protocol", (PyCFunction)tr_get_protocol, METH_NOARGS, NULL},
+    {"set_protocol", (PyCFunction)tr_set_protocol, METH_O, NULL},
+    {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
+    {"get_write_buffer_limits", (PyCFunction)tr_get_write_buffer_limits, METH_NOARGS, NULL},
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))tr_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, NULL},
+    {"_start_reading", (PyCFunction)tr_start_reading, METH_NOARGS, NULL},
+    {"_drain_stash", (PyCFunction)tr_drain_stash, METH_NOARGS, NULL},
+    {"_call_connection_lost", (PyCFunction)tr_call_connection_lost, METH_O, NULL},
+    {"_force_close", (PyCFunction)tr_force_close, METH_O, NULL},
+    {"_fatal_error", (PyCFunction)tr_fatal_error, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot tr_slots[] = {
+    {Py_tp_doc, "A TCP or Unix stream transport served by a completion thread."},
+    {Py_tp_new, tr_new},
+    {Py_tp_init, tr_init},
+    {Py_tp_dealloc, tr_dealloc},
+    {Py_tp_traverse, tr_traverse},
+    {Py_tp_clear, tr_clear},
+    {Py_tp_repr, tr_repr},
+    {Py_tp_methods, tr_methods},
+    {Py_tp_members, tr_members},
+    {0, NULL},
+};
+
+PyType_Spec aio_transport_spec = {
+    .name = "aioloop._core.StreamTransport",
+    .basicsize = sizeof(TransportObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = tr_slots,
+};
+
+/* ---- listeners ---- */
+
+static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"loop", "fd", "callback", NULL};
+    PyObject *loop, *callback;
+    int fd;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO:Listener", kwlist, &loop, &fd, &callback))
+        return NULL;
+    aio_state *st = aio_get_state_by_type(tp);
+    if (st == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
+        return NULL;
+    }
+    LoopObject *L = (LoopObject *)loop;
+    if (aio_loop_check_closed(L) < 0 || !L->engine_ready)
+        return NULL;
+    ListenerObject *l = (ListenerObject *)tp->tp_alloc(tp, 0);
+    if (l == NULL)
+        return NULL;
+    l->loop = (LoopObject *)Py_NewRef(loop);
+    l->callback = Py_NewRef(callback);
+    /* Our own descriptor: the server may close its socket object whenever it
+     * likes, and the worker still never sees a recycled number. */
+    l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (l->fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        l->closing = 1;
+        Py_DECREF(l);
+        return NULL;
+    }
+    l->stream = aio_stream_new(&L->engine, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS, l);
+    int rc = l->stream ? aio_stream_control(&L->engine, l->stream, AIO_OP_STREAM_START)
+                       : -ENOMEM;
+    if (rc < 0) {
+        free(l->stream);
+        l->stream = NULL;
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        l->closing = 1;
+        Py_DECREF(l);
+        return NULL;
+    }
+    stream_link(L, l->stream);
+    return (PyObject *)l;
+}
+
+static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (!l->closing && l->stream != NULL && aio_stream_resume(&l->loop->engine, l->stream) < 0)
+        return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->stream != NULL)
+        aio_stream_pause(l->stream);
+    Py_RETURN_NONE;
+}
+
+static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->closing)
+        Py_RETURN_NONE;
+    l->closing = 1;
+    if (l->stream != NULL) {
+        aio_stream_pause(l->stream);
+        int rc = aio_stream_control(&l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
+        if (rc < 0)
+            return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+static int ls_completion(ListenerObject *l, aio_req *r, int deliver)
+{
+    int rc = 0;
+    if (r->op == AIO_OP_STREAM_CLOSE) {
+        aio_stream *s = l->stream;
+        l->stream = NULL;
+        close(l->fd);
+        l->fd = -1;
+        aio_req_free(r);
+        stream_unlink_free(l->loop, s);   /* may drop the last reference to l */
+        return 0;
+    }
+    if (r->op != AIO_OP_STREAM_ACCEPT) {   /* START */
+        if (r->result < 0 && deliver && !l->closing) {
+            PyObject *exc = oserror_from_errno(-r->result);
+            PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
+                                : NULL;
+            Py_XDECREF(exc);
+            if (res == NULL)
+                rc = -1;
+            Py_XDECREF(res);
+        }
+        aio_req_free(r);
+        return rc;
+    }
+    int fd = r->result;
+    if (!deliver || l->closing) {
+        if (fd >= 0)
+            close(fd);
+    } else if (fd < 0) {
+        /* Out of descriptors or buffers: stop accepting until the server
+         * resumes us (after a delay, as asyncio does). */
+        aio_stream_pause(l->stream);
+        PyObject *exc = oserror_from_errno(-fd);
+        PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
+                            : NULL;
+        Py_XDECREF(exc);
+        if (res == NULL)
+            rc = -1;
+        Py_XDECREF(res);
+    } else {
+        PyObject *fdo = PyLong_FromLong(fd);
+        PyObject *addr = fdo ? aio_sockaddr_to_py((struct sockaddr *)&r->u.acc.addr,
+                                                  r->u.acc.addrlen)
+                             : NULL;
+        PyObject *res = addr ? PyObject_CallFunctionObjArgs(l->callback, fdo, addr, NULL) : NULL;
+        if (addr == NULL)
+            close(fd);
+        if (res == NULL)
+            rc = -1;
+        Py_XDECREF(res);
+        Py_XDECREF(fdo);
+        Py_XDECREF(addr);
+    }
+    aio_req_free(r);
+    if (l->stream != NULL && aio_stream_release(&l->loop->engine, l->stream, 1) < 0 && rc == 0) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    return rc;
+}
+
+static int ls_traverse(ListenerObject *l, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(l));
+    Py_VISIT(l->loop);
+    Py_VISIT(l->callback);
+    return 0;
+}
+
+static int ls_clear(ListenerObject *l)
+{
+    Py_CLEAR(l->callback);
+    return 0;
+}
+
+static void ls_dealloc(ListenerObject *l)
+{
+    PyTypeObject *tp = Py_TYPE(l);
+    PyObject_GC_UnTrack(l);
+    ls_clear(l);
+    if (l->fd >= 0 && l->stream == NULL)
+        close(l->fd);
+    Py_CLEAR(l->loop);
+    tp->tp_free(l);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef ls_methods[] = {
+    {"resume", (PyCFunction)ls_resume, METH_NOARGS, "Start or go on accepting."},
+    {"pause", (PyCFunction)ls_pause, METH_NOARGS, "Stop accepting for now."},
+    {"close", (PyCFunction)ls_close, METH_NOARGS, "Stop for good and close our descriptor."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ls_slots[] = {
+    {Py_tp_doc, "Accepts connections on a completion thread."},
+    {Py_tp_new, ls_new},
+    {Py_tp_dealloc, ls_dealloc},
+    {Py_tp_traverse, ls_traverse},
+    {Py_tp_clear, ls_clear},
+    {Py_tp_methods, ls_methods},
+    {0, NULL},
+};
+
+PyType_Spec aio_listener_spec = {
+    .name = "aioloop._core.Listener",
+    .basicsize = sizeof(ListenerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = ls_slots,
+};
+
+/* ---- the loop's list of live streams ---- */
+
+/* A live stream holds a strong reference to its owner: the owner outlives
+ * every completion that names it. */
+static void stream_link(LoopObject *L, aio_stream *s)
+{
+    Py_INCREF((PyObject *)s->owner);
+    s->lprev = NULL;
+    s->lnext = L->streams;
+    if (L->streams)
+        L->streams->lprev = s;
+    L->streams = s;
+}
+
+static void stream_unlink_free(LoopObject *L, aio_stream *s)
+{
+    if (s == NULL)
+        return;
+    if (s->lprev)
+        s->lprev->lnext = s->lnext;
+    else
+        L->streams = s->lnext;
+    if (s->lnext)
+        s->lnext->lprev = s->lprev;
+    PyObject *owner = s->owner;
+    free(s);
+    Py_DECREF(owner);
+}
+
+int aio_transport_completion(LoopObject *L, aio_req *r, int deliver)
+{
+    (void)L;
+    aio_stream *s = r->u.ctl.s;
+    if (s->kind == AIO_STREAM_LISTENER)
+        return ls_completion((ListenerObject *)s->owner, r, deliver);
+    TransportObject *t = (TransportObject *)s->owner;
+    switch (r->op) {
+    case AIO_OP_STREAM_READ:
+        return read_completed(t, r, deliver);
+    case AIO_OP_STREAM_WRITE:
+        return write_completed(t, r, deliver);
+    case AIO_OP_STREAM_CLOSE:
+        aio_req_free(r);
+        return tr_close_completed(t, deliver);
+    case AIO_OP_STREAM_START: {
+        int result = r->result;
+        aio_req_free(r);
+        if (result < 0 && deliver) {
+            PyObject *exc = oserror_from_errno(-result);
+            if (exc == NULL)
+                return -1;
+            fatal_error(t, exc, "Fatal error registering the socket");
+            Py_DECREF(exc);
+        }
+        return 0;
+    }
+    default:
+        aio_req_free(r);
+        return 0;
+    }
+}
+
+/* After the workers were joined: free every stream and what it still holds
+ * (a write parked on a worker), without calling Python code. */
+void aio_streams_shutdown(LoopObject *L)
+{
+    while (L->streams != NULL) {
+        aio_stream *s = L->streams;
+        if (s->kind == AIO_STREAM_LISTENER) {
+            ListenerObject *l = s->owner;
+            l->stream = NULL;
+            l->closing = 1;
+            close(l->fd);
+            l->fd = -1;
+        } else {
+            TransportObject *t = s->owner;
+            if (s->wreq != NULL) {
+                aio_req_free(s->wreq);
+                s->wreq = NULL;
+            }
+            if (t->wreq != NULL) {
+                t->wreq = NULL;
+                t->wreq_chunks = 0;
+            }
+            t->stream = NULL;
+            t->closing = 1;
+            t->close_submitted = 1;
+            if (!t->conn_lost)
+                t->conn_lost = 1;
+            stash_free(t->stash_first);
+            t->stash_first = t->stash_last = NULL;
+        }
+        stream_unlink_free(L, s);
+    }
+}
+
+int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg)
+{
+    for (aio_stream *s = L->streams; s != NULL; s = s->lnext)
+        Py_VISIT((PyObject *)s->owner);
+    return 0;
+}
