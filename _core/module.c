@@ -37,16 +37,19 @@ static int aio_exec(PyObject *m)
         return -1;
     st->FutureType = PyObject_GetAttrString(asyncio, "Future");
     st->BufferedProtocol = PyObject_GetAttrString(asyncio, "BufferedProtocol");
-    PyObject *transport_base = PyObject_GetAttrString(asyncio, "Transport");
+    PyObject *transports = PyImport_ImportModule("asyncio.transports");
+    PyObject *transport_base = transports ? PyObject_GetAttrString(transports, "_FlowControlMixin")
+                                          : NULL;
+    Py_XDECREF(transports);
     Py_DECREF(asyncio);
     if (st->FutureType == NULL || st->BufferedProtocol == NULL || transport_base == NULL) {
         Py_XDECREF(transport_base);
         return -1;
     }
-    /* StreamTransport subclasses asyncio.Transport, whose instances are a
-     * PyObject header plus the one `_extra` slot: our struct starts the same
-     * way.  Refuse to load if a future asyncio changes that layout. */
-    if (((PyTypeObject *)transport_base)->tp_basicsize != sizeof(PyObject) + sizeof(PyObject *) ||
+    /* StreamTransport subclasses asyncio's _FlowControlMixin, whose instances
+     * are a PyObject header plus five slots (`_extra` first): our struct
+     * starts the same way.  Refuse to load if asyncio changes that layout. */
+    if (((PyTypeObject *)transport_base)->tp_basicsize != sizeof(PyObject) + 5 * sizeof(PyObject *) ||
         ((PyTypeObject *)transport_base)->tp_dictoffset != 0) {
         Py_DECREF(transport_base);
         PyErr_SetString(PyExc_ImportError,

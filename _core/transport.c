@@ -1,8 +1,9 @@
 /* Stream transports and listeners: the loop-thread half of a connection
  * whose reads, writes and accepts are done by a completion thread.
  *
- * StreamTransport is a C type whose base is asyncio.Transport, so that
- * isinstance() holds and asyncio code that reads `_extra` keeps working.
+ * StreamTransport is a C type whose base is asyncio's _FlowControlMixin (an
+ * asyncio.Transport), so that isinstance() holds, asyncio code that reads
+ * `_extra` keeps working, and sendfile's fallback accepts it.
  * Its behaviour follows asyncio's _SelectorSocketTransport method by method
  * (flow control, close/abort, write_eof, fatal errors); what differs is
  * where the syscalls run:
@@ -43,7 +44,9 @@ typedef struct wchunk {
 typedef struct TransportObject {
     PyObject_HEAD
     PyObject *extra_slot;         /* asyncio.BaseTransport's `_extra` slot */
+    PyObject *base_slots[4];      /* _FlowControlMixin's slots; shadowed, unused */
     PyObject *weakreflist;
+    PyObject *empty_waiter;       /* sendfile: set when the buffer drains */
     LoopObject *loop;
     PyObject *sock;
     PyObject *protocol;
@@ -287,9 +290,26 @@ static int submit_write(TransportObject *t)
     return 0;
 }
 
+static int settle_waiter(PyObject *fut, PyObject *exc)
+{
+    PyObject *done = PyObject_CallMethod(fut, "done", NULL);
+    if (done == NULL)
+        return -1;
+    int d = PyObject_IsTrue(done);
+    Py_DECREF(done);
+    if (d)
+        return d < 0 ? -1 : 0;
+    PyObject *r = exc ? PyObject_CallMethod(fut, "set_exception", "O", exc)
+                      : PyObject_CallMethod(fut, "set_result", "O", Py_None);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 /* The buffer drained: finish a close() or write_eof() that waited for it. */
 static int write_drained(TransportObject *t)
 {
+    if (t->empty_waiter != NULL && settle_waiter(t->empty_waiter, NULL) < 0)
+        return -1;
     if (t->closing) {
         if (!t->conn_lost) {
             t->conn_lost++;
@@ -351,6 +371,10 @@ static PyObject *tr_write(TransportObject *t, PyObject *data)
     }
     if (t->eof) {
         PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
         return NULL;
     }
     Py_buffer view;
@@ -711,6 +735,13 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
     Py_XDECREF(protocol);
     Py_XDECREF(sock);
     Py_XDECREF(server);
+    if (t->empty_waiter != NULL) {
+        PyObject *e = PyObject_CallFunction(PyExc_ConnectionError, "s",
+                                            "Connection is closed by peer");
+        if (e == NULL || settle_waiter(t->empty_waiter, e) < 0)
+            PyErr_WriteUnraisable((PyObject *)t);
+        Py_XDECREF(e);
+    }
     if (err != NULL) {
         aio_err_restore(err);
         return NULL;
@@ -751,6 +782,28 @@ static PyObject *tr_fatal_error(TransportObject *t, PyObject *args)
 static PyObject *tr_force_close(TransportObject *t, PyObject *exc)
 {
     force_close(t, exc);
+    Py_RETURN_NONE;
+}
+
+/* ---- sendfile support (asyncio's _sendfile_native) ---- */
+
+static PyObject *tr_make_empty_waiter(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Empty waiter is already set");
+        return NULL;
+    }
+    t->empty_waiter = PyObject_CallMethod((PyObject *)t->loop, "create_future", NULL);
+    if (t->empty_waiter == NULL)
+        return NULL;
+    if (t->wq_len == 0 && t->wreq == NULL && settle_waiter(t->empty_waiter, NULL) < 0)
+        return NULL;
+    return Py_NewRef(t->empty_waiter);
+}
+
+static PyObject *tr_reset_empty_waiter(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_CLEAR(t->empty_waiter);
     Py_RETURN_NONE;
 }
 
@@ -945,6 +998,9 @@ static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(t));
     Py_VISIT(t->extra_slot);
+    for (int i = 0; i < 4; i++)
+        Py_VISIT(t->base_slots[i]);
+    Py_VISIT(t->empty_waiter);
     Py_VISIT(t->loop);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
@@ -958,6 +1014,9 @@ static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
 static int tr_clear(TransportObject *t)
 {
     Py_CLEAR(t->extra_slot);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(t->base_slots[i]);
+    Py_CLEAR(t->empty_waiter);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->server);
     Py_CLEAR(t->lost_exc);
@@ -990,6 +1049,8 @@ static PyMemberDef tr_members[] = {
     {"_closing", T_BOOL, offsetof(TransportObject, closing), READONLY, NULL},
     {"_paused", T_BOOL, offsetof(TransportObject, paused), READONLY, NULL},
     {"_protocol_paused", T_BOOL, offsetof(TransportObject, protocol_paused), READONLY, NULL},
+    {"_high_water", T_PYSSIZET, offsetof(TransportObject, high), READONLY, NULL},
+    {"_low_water", T_PYSSIZET, offsetof(TransportObject, low), READONLY, NULL},
     {"_eof", T_BOOL, offsetof(TransportObject, eof), READONLY, NULL},
     {"_loop", T_OBJECT, offsetof(TransportObject, loop), READONLY, NULL},
     {"_sock", T_OBJECT, offsetof(TransportObject, sock), READONLY, NULL},
@@ -1023,6 +1084,8 @@ static PyMethodDef tr_methods[] = {
     {"_call_connection_lost", (PyCFunction)tr_call_connection_lost, METH_O, NULL},
     {"_force_close", (PyCFunction)tr_force_close, METH_O, NULL},
     {"_fatal_error", (PyCFunction)tr_fatal_error, METH_VARARGS, NULL},
+    {"_make_empty_waiter", (PyCFunction)tr_make_empty_waiter, METH_NOARGS, NULL},
+    {"_reset_empty_waiter", (PyCFunction)tr_reset_empty_waiter, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1115,6 +1178,15 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     l->closing = 1;
     if (l->stream != NULL) {
+        /* The server expects the port closed when close() returns, but the
+         * worker may still be looking at our descriptor: put a socket that
+         * never listens in its place (same number, so nothing else can get
+         * it) and close the real one now.  CLOSE frees the placeholder. */
+        int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (ph >= 0) {
+            dup3(ph, l->fd, O_CLOEXEC);
+            close(ph);
+        }
         aio_stream_pause(l->stream);
         int rc = aio_stream_control(&l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
         if (rc < 0)

@@ -68,6 +68,10 @@ def _env_int(name):
 
 _ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
+# What BaseEventLoop.start_tls() and sendfile() look for on a transport.
+_core.StreamTransport._start_tls_compatible = True
+_core.StreamTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
 
 def _ssl_shutdown_kw(timeout):
     # SSLProtocol takes ssl_shutdown_timeout from 3.11 on.
@@ -336,6 +340,16 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 pass
             except OSError as err:
                 logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+    # sendfile: os.sendfile() driven by the readiness API, as asyncio's Unix
+    # loop does it.
+    _sendfile_native = selector_events.BaseSelectorEventLoop._sendfile_native
+    _sock_sendfile_native = unix_events._UnixSelectorEventLoop._sock_sendfile_native
+    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
+    _sock_sendfile_update_filepos = (
+        unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos)
+    _sock_add_cancellation_callback = (
+        unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback)
 
     create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
     create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server

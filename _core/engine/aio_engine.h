@@ -197,6 +197,7 @@ typedef struct aio_stream {
     /* Worker-private from START on. */
     int registered;          /* in the worker's epoll */
     int readable;            /* an edge arrived and was not drained yet */
+    int hup;                 /* the peer's FIN or an error was reported */
     int done_reading;        /* EOF or error delivered */
     aio_req *wreq;           /* a write waiting for EPOLLOUT */
 } aio_stream;

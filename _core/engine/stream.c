@@ -154,8 +154,11 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
             s->done_reading = 1;
         } else {
             r->result = (int)n;
-            if ((size_t)n < r->u.rd.cap)
-                s->readable = 0;   /* drained: the next arrival raises an edge */
+            /* A short read drained the socket and the next arrival raises
+             * an edge -- unless the peer's FIN or an error was already
+             * reported with this edge: then read on until recv() says so. */
+            if ((size_t)n < r->u.rd.cap && !s->hup)
+                s->readable = 0;
         }
         atomic_fetch_add(&s->unconsumed, 1);
         aio_add_relaxed(&w->engine->inflight, 1);
@@ -250,6 +253,8 @@ void aio__stream_event(aio_worker *w, aio_stream *s, uint32_t events, aio_chain 
 {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         s->readable = 1;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->hup = 1;
     if (s->kind == AIO_STREAM_LISTENER) {
         accept_some(w, s, out);
         return;
