@@ -582,9 +582,11 @@ static void stash_push_back(TransportObject *t, aio_req *r)
 /* Delivers one read completion, or keeps it while reading is paused.
  * Returns -1 only when SystemExit/KeyboardInterrupt must propagate (the
  * completion has been consumed or stashed either way). */
-static int read_completed(TransportObject *t, aio_req *r, int deliver)
+static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int draining)
 {
-    if (deliver && !t->closing && t->paused) {
+    /* Keep order: while anything is stashed, newer data queues behind it
+     * (the stash drains from a callback scheduled by resume_reading). */
+    if (deliver && !t->closing && (t->paused || (t->stash_first != NULL && !draining))) {
         stash_push_back(t, r);
         return 0;
     }
@@ -620,6 +622,11 @@ static int read_completed(TransportObject *t, aio_req *r, int deliver)
     return rc;
 }
 
+static int read_completed(TransportObject *t, aio_req *r, int deliver)
+{
+    return read_completed_impl(t, r, deliver, 0);
+}
+
 static PyObject *tr_drain_stash(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     t->stash_scheduled = 0;
@@ -628,7 +635,7 @@ static PyObject *tr_drain_stash(TransportObject *t, PyObject *Py_UNUSED(ignored)
         t->stash_first = n->next;
         if (t->stash_first == NULL)
             t->stash_last = NULL;
-        if (read_completed(t, AIO_REQ_OF(n), 1) < 0)
+        if (read_completed_impl(t, AIO_REQ_OF(n), 1, 1) < 0)
             return NULL;
     }
     Py_RETURN_NONE;
