@@ -615,7 +615,9 @@ static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int 
         }
     }
     aio_req_free(r);
-    if (t->stream != NULL && aio_stream_release(&t->loop->engine, t->stream, 1) < 0 && rc == 0) {
+    /* On shutdown (deliver == 0) the workers are gone: nothing to restart. */
+    if (deliver && t->stream != NULL &&
+        aio_stream_release(&t->loop->engine, t->stream, 1) < 0 && rc == 0) {
         PyErr_NoMemory();
         rc = -1;
     }
@@ -1257,7 +1259,8 @@ static int ls_completion(ListenerObject *l, aio_req *r, int deliver)
         Py_XDECREF(addr);
     }
     aio_req_free(r);
-    if (l->stream != NULL && aio_stream_release(&l->loop->engine, l->stream, 1) < 0 && rc == 0) {
+    if (deliver && l->stream != NULL &&
+        aio_stream_release(&l->loop->engine, l->stream, 1) < 0 && rc == 0) {
         PyErr_NoMemory();
         rc = -1;
     }

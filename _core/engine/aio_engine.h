@@ -225,6 +225,7 @@ struct aio_engine {
     unsigned rr_blocking;
     aio_pool pool;           /* read buffers */
     _Atomic int64_t inflight;/* submitted and not yet flushed */
+    int stopped;             /* loop thread only: aio_engine_stop ran */
 };
 
 /* Number of I/O workers when AIOLOOP_THREADS is unset: half the cores,

@@ -194,6 +194,8 @@ int aio_engine_submit(aio_engine *e, aio_req *r)
 
 int aio_engine_submit_to(aio_engine *e, aio_worker *w, aio_req *r)
 {
+    if (e->stopped)
+        return -ESHUTDOWN;   /* the workers were joined: nothing may start again */
     int rc = worker_start(w);
     if (rc < 0)
         return rc;
@@ -237,6 +239,7 @@ static void stop_group(aio_worker *ws, int n)
 
 void aio_engine_stop(aio_engine *e)
 {
+    e->stopped = 1;
     stop_group(e->io, e->nio);
     stop_group(e->blocking, e->nblocking);
 }
