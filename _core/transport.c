@@ -51,7 +51,6 @@ typedef struct TransportObject {
     PyObject *sock;
     PyObject *protocol;
     PyObject *server;
-    PyObject *lost_exc;           /* for connection_lost, once CLOSE is back */
     aio_stream *stream;           /* NULL once CLOSE is back or the loop closed */
     aio_req *wreq;                /* the WRITE in flight */
     size_t wreq_chunks;
@@ -63,7 +62,7 @@ typedef struct TransportObject {
     int fd;
     int conn_lost;
     char buffered, closing, paused, protocol_paused, eof, close_submitted,
-        inline_writes, stash_scheduled;
+        inline_writes, stash_scheduled, lost_called;
 } TransportObject;
 
 typedef struct ListenerObject {
@@ -158,25 +157,39 @@ static void stash_free(aio_qnode *n)
 
 /* ---- closing ---- */
 
-/* Submits CLOSE; connection_lost(exc) follows its completion. */
+/* Submits CLOSE and schedules connection_lost(exc) for the next iteration,
+ * as asyncio does.  The socket itself is closed only once both have
+ * happened: after CLOSE no worker looks at the descriptor any more. */
 static void begin_close(TransportObject *t, PyObject *exc)
 {
     if (t->close_submitted)
         return;
     t->close_submitted = 1;
-    Py_XSETREF(t->lost_exc, Py_XNewRef(exc));
-    if (t->stream == NULL)
-        return;
-    aio_stream_pause(t->stream);
-    int rc = aio_stream_control(&t->loop->engine, t->stream, AIO_OP_STREAM_CLOSE);
-    if (rc < 0) {
-        /* Out of memory for a 200-byte request: the worker keeps the socket
-         * registered until the loop closes; report through connection_lost. */
-        PyObject *m = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
-        if (m == NULL || aio_loop_call_soon(t->loop, m, &t->lost_exc, 1) < 0)
-            PyErr_WriteUnraisable((PyObject *)t);
-        Py_XDECREF(m);
+    if (t->stream != NULL) {
+        aio_stream_pause(t->stream);
+        /* Out of memory for a small request: the socket stays registered
+         * until the loop closes; connection_lost still comes. */
+        (void)aio_stream_control(&t->loop->engine, t->stream, AIO_OP_STREAM_CLOSE);
     }
+    PyObject *arg = exc ? exc : Py_None;
+    PyObject *m = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
+    if (m == NULL || aio_loop_call_soon(t->loop, m, &arg, 1) < 0)
+        PyErr_WriteUnraisable((PyObject *)t);
+    Py_XDECREF(m);
+}
+
+/* Closes the socket object once connection_lost ran and CLOSE is back. */
+static void maybe_close_socket(TransportObject *t)
+{
+    if (!t->lost_called || t->stream != NULL || t->sock == NULL)
+        return;
+    PyObject *sock = t->sock;
+    t->sock = NULL;
+    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+    if (r == NULL)
+        PyErr_WriteUnraisable(sock);
+    Py_XDECREF(r);
+    Py_DECREF(sock);
 }
 
 static void force_close(TransportObject *t, PyObject *exc)
@@ -707,30 +720,26 @@ static int tr_close_completed(TransportObject *t, int deliver)
     t->stream = NULL;
     stash_free(t->stash_first);
     t->stash_first = t->stash_last = NULL;
-    int rc = 0;
     if (deliver)
-        rc = schedule_method(t, "_call_connection_lost", t->lost_exc ? t->lost_exc : Py_None);
+        maybe_close_socket(t);
     stream_unlink_free(t->loop, s);   /* may drop the last reference to t */
-    return rc;
+    return 0;
 }
 
 static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
 {
-    PyObject *protocol = t->protocol, *sock = t->sock, *server = t->server;
+    if (t->lost_called)
+        Py_RETURN_NONE;
+    t->lost_called = 1;
+    PyObject *protocol = t->protocol, *server = t->server;
     t->protocol = NULL;
-    t->sock = NULL;
     t->server = NULL;
     PyObject *res = protocol ? PyObject_CallMethodOneArg(protocol,
                                                          tr_state(t)->str_connection_lost, exc)
                              : Py_NewRef(Py_None);
     PyObject *err = res == NULL ? aio_err_fetch() : NULL;
     Py_XDECREF(res);
-    if (sock != NULL) {
-        PyObject *r = PyObject_CallMethod(sock, "close", NULL);
-        if (r == NULL)
-            PyErr_WriteUnraisable(sock);
-        Py_XDECREF(r);
-    }
+    maybe_close_socket(t);
     if (server != NULL && server != Py_None) {
 #if PY_VERSION_HEX >= 0x030D0000
         PyObject *r = PyObject_CallMethod(server, "_detach", "O", (PyObject *)t);
@@ -742,7 +751,6 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
         Py_XDECREF(r);
     }
     Py_XDECREF(protocol);
-    Py_XDECREF(sock);
     Py_XDECREF(server);
     if (t->empty_waiter != NULL) {
         PyObject *e = PyObject_CallFunction(PyExc_ConnectionError, "s",
@@ -1014,7 +1022,6 @@ static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
     Py_VISIT(t->server);
-    Py_VISIT(t->lost_exc);
     for (size_t i = 0; i < t->wq_len; i++)
         Py_VISIT(t->wq[(t->wq_head + i) % t->wq_cap].obj);
     return 0;
@@ -1028,7 +1035,6 @@ static int tr_clear(TransportObject *t)
     Py_CLEAR(t->empty_waiter);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->server);
-    Py_CLEAR(t->lost_exc);
     return 0;
 }
 
