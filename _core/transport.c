@@ -739,6 +739,12 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
                              : Py_NewRef(Py_None);
     PyObject *err = res == NULL ? aio_err_fetch() : NULL;
     Py_XDECREF(res);
+    if (t->stream != NULL && t->sock != NULL) {
+        /* CLOSE is not back yet, so the descriptor must stay open; shut the
+         * connection down now so the peer sees it closed at once, whether
+         * or not the loop runs again. */
+        shutdown(t->fd, SHUT_RDWR);
+    }
     maybe_close_socket(t);
     if (server != NULL && server != Py_None) {
 #if PY_VERSION_HEX >= 0x030D0000
