@@ -12,7 +12,7 @@ TESTDIR = os.path.join(ROOT, "_core", "tests")
 VARIANTS = {"plain": ("", "test_engine"), "tsan": ("thread", "test_engine_tsan"),
             "asan": ("address", "test_engine_asan")}
 TESTS = ["mpsc_stress", "wakeup_coalescing", "pool_stress", "engine_nop",
-         "engine_resolve", "engine_shutdown_inflight"]
+         "engine_resolve", "engine_shutdown_inflight", "engine_stream_echo"]
 
 
 @pytest.fixture(scope="session")
