@@ -953,7 +953,7 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", "inline_writes",
                              NULL};
-    int threads = 0, resolver = 0, inline_writes = 1;
+    int threads = 0, resolver = 0, inline_writes = 0;
     Py_ssize_t bufsize = 65536;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinp:Loop", kwlist, &threads, &resolver,
                                      &bufsize, &inline_writes))

@@ -11,11 +11,11 @@
  *   read:  the stream's worker recv()s into a pool buffer and pushes a READ
  *          completion; the loop builds one bytes object (or fills the
  *          BufferedProtocol's buffer) and releases the credit.
- *   write: write() first tries one non-blocking send() on the loop thread
- *          when nothing is queued (inline mode, see docs/architecture.md);
- *          what the socket does not take is queued and handed to the worker
- *          as one WRITE of iovecs; later writes queue behind it and go out
- *          as the next WRITE when it completes.
+ *   write: write() queues the data and hands it to the worker as one
+ *          WRITE of iovecs; later writes queue behind it and go out as the
+ *          next WRITE when it completes.  In inline mode (measured slower
+ *          here, see docs/architecture.md) it first tries one non-blocking
+ *          send() on the loop thread when nothing is queued.
  *   close: a CLOSE request unregisters the socket on the worker and cancels
  *          its pending write; its completion schedules connection_lost and
  *          only then is the socket closed, so no worker ever touches a

@@ -93,7 +93,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             resolver_threads = _env_int("AIOLOOP_RESOLVER_THREADS")
         try:
             if inline_writes is None:
-                inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "inline") != "thread"
+                inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "thread") == "inline"
             _core.Loop.__init__(self, threads=threads, resolver_threads=resolver_threads,
                                 inline_writes=inline_writes)
         except BaseException:
