@@ -5,9 +5,10 @@
  *
  * One iteration (loop_run_once) does, in order: drop cancelled timers at the
  * heap top, compute the timeout, sleep in epoll_wait without the GIL only
- * when there is nothing to do, flush the engine's completion queue and turn
- * each completion into Python, move due timers to the ready queue, and run
- * exactly the callbacks that were ready when the run started. */
+ * when there is nothing to do (readiness callbacks join the ready queue),
+ * run exactly the callbacks that were ready then, flush the engine's
+ * completion queue and turn each completion into Python, and run the timers
+ * that were due at the poll: asyncio's order. */
 #include "loop.h"
 
 #include <errno.h>
@@ -694,20 +695,14 @@ static int loop_run_once(LoopObject *L)
      * readiness callbacks are registered (they must not starve). */
     if ((timeout_ms != 0 || L->nfds_watched > 0) && loop_poll(L, timeout_ms) < 0)
         return -1;
-    if ((L->backlog != NULL || !aio_mpsc_empty(&L->engine.cq)) && drain_completions(L, 1) < 0)
-        return -1;
-
+    /* The same order as asyncio's _run_once, whose ready list is [callbacks
+     * scheduled before this iteration, I/O events, due timers]: run the
+     * callbacks that are ready now, then dispatch the completions, then the
+     * timers due at the poll.  So a callback scheduled before some I/O
+     * arrived (a task woken by create_connection's waiter, say) runs before
+     * the protocol sees that I/O, as on asyncio's loop.  What these
+     * callbacks schedule waits for the next iteration. */
     double end = mono_now() + L->clock_resolution;
-    while (L->heap_len > 0 && L->heap[0]->when < end) {
-        TimerHandleObject *t = heap_pop(L);
-        if (t->base.cancelled && L->timer_cancelled > 0)
-            L->timer_cancelled--;
-        if (aio_loop_ready_push(L, (HandleObject *)t) < 0)
-            return -1;
-    }
-
-    /* Run exactly the callbacks that are ready now; those they schedule wait
-     * for the next iteration (after another poll). */
     size_t ntodo = L->ready_len;
     for (size_t i = 0; i < ntodo; i++) {
         HandleObject *h = ready_pop(L);
@@ -715,6 +710,20 @@ static int loop_run_once(LoopObject *L)
         if (!h->cancelled)
             rc = L->debug ? run_ready_debug(L, h) : aio_handle_run(L->st, h);
         Py_DECREF(h);
+        if (rc < 0)
+            return -1;
+    }
+    if ((L->backlog != NULL || !aio_mpsc_empty(&L->engine.cq)) && drain_completions(L, 1) < 0)
+        return -1;
+    while (L->heap_len > 0 && L->heap[0]->when < end) {
+        TimerHandleObject *t = heap_pop(L);
+        if (t->base.cancelled && L->timer_cancelled > 0)
+            L->timer_cancelled--;
+        int rc = 0;
+        if (!t->base.cancelled)
+            rc = L->debug ? run_ready_debug(L, (HandleObject *)t)
+                          : aio_handle_run(L->st, (HandleObject *)t);
+        Py_DECREF(t);
         if (rc < 0)
             return -1;
     }

@@ -871,6 +871,12 @@ static PyObject *tr_set_protocol(TransportObject *t, PyObject *protocol)
 {
     if (set_protocol(t, protocol) < 0)
         return NULL;
+    /* The new protocol was never told to pause, so it must not be told to
+     * resume (asyncio's SSLProtocol asserts on that): it starts unpaused and
+     * gets pause_writing() from the next write() above the mark.  Writes
+     * stay queued on the worker for longer than on asyncio's loop, so the
+     * buffer is more often above the mark when start_tls() swaps protocols. */
+    t->protocol_paused = 0;
     Py_RETURN_NONE;
 }
 

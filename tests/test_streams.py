@@ -470,18 +470,17 @@ async def main():
     port = server.sockets[0].getsockname()[1]
     hog, clients = [], []
     async with server:
-        while True:     # leave just enough descriptors for the clients
+        for _ in range(3):   # the clients' sockets exist before the shortage
+            c = socket.socket()
+            c.setblocking(False)
+            clients.append(c)
+        while True:          # then take every descriptor left
             try:
                 hog.append(os.open(os.devnull, os.O_RDONLY))
             except OSError:
                 break
-        for _ in range(3):
-            os.close(hog.pop())
-        for _ in range(3):
-            c = socket.socket()
-            c.setblocking(False)
+        for c in clients:
             c.connect_ex(("127.0.0.1", port))
-            clients.append(c)
         for _ in range(500):
             if any("out of system resource" in c["message"] for c in errors):
                 break
