@@ -1141,6 +1141,7 @@ static PyMethodDef loop_methods[] = {
     {"_add_writer", (PyCFunction)(void (*)(void))aio_loop_add_writer, METH_FASTCALL, NULL},
     {"_remove_reader", (PyCFunction)aio_loop_remove_reader, METH_O, NULL},
     {"_remove_writer", (PyCFunction)aio_loop_remove_writer, METH_O, NULL},
+    {"_fd_events", (PyCFunction)aio_loop_fd_events, METH_O, NULL},
     {"_engine_stats", (PyCFunction)loop_engine_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

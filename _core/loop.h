@@ -77,5 +77,6 @@ PyObject *aio_loop_add_reader(LoopObject *L, PyObject *const *args, Py_ssize_t n
 PyObject *aio_loop_add_writer(LoopObject *L, PyObject *const *args, Py_ssize_t nargs);
 PyObject *aio_loop_remove_reader(LoopObject *L, PyObject *fd);
 PyObject *aio_loop_remove_writer(LoopObject *L, PyObject *fd);
+PyObject *aio_loop_fd_events(LoopObject *L, PyObject *fd);
 
 #endif

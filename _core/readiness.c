@@ -220,3 +220,19 @@ void aio_fd_clear(LoopObject *L)
     }
     PyMem_Free(fds);
 }
+
+/* The registered interest of fd as selectors' mask (EVENT_READ 1,
+ * EVENT_WRITE 2), 0 when none: what asyncio's transports read through
+ * loop._selector in their repr. */
+PyObject *aio_loop_fd_events(LoopObject *L, PyObject *fdobj)
+{
+    int fd = parse_fd(fdobj);
+    if (fd < 0)
+        return NULL;
+    long mask = 0;
+    if (fd < L->nfds_cap) {
+        mask |= L->fds[fd].reader ? 1 : 0;
+        mask |= L->fds[fd].writer ? 2 : 0;
+    }
+    return PyLong_FromLong(mask);
+}

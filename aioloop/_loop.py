@@ -9,8 +9,11 @@ comes from ``asyncio.BaseEventLoop``, whose attributes the C core provides.
 import errno
 import functools
 import os
+import selectors
+import signal
 import socket
 import sys
+import warnings
 import weakref
 from asyncio import base_events, constants, events, futures, selector_events, sslproto
 from asyncio import trsock, unix_events
@@ -78,6 +81,24 @@ def _ssl_shutdown_kw(timeout):
     return {"ssl_shutdown_timeout": timeout}
 
 
+class _SelectorView:
+    """What asyncio's selector-based transports read through loop._selector
+    (their repr asks which events a descriptor is registered for)."""
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def get_key(self, fd):
+        events = self._loop._fd_events(fd)
+        if not events:
+            raise KeyError(fd)
+        return selectors.SelectorKey(fd, fd, events, None)
+
+
+_unix = unix_events._UnixSelectorEventLoop
+_selector_loop = selector_events.BaseSelectorEventLoop
+
+
 class Loop(_core.Loop, base_events.BaseEventLoop):
     """An asyncio event loop whose I/O is done by background completion threads.
 
@@ -105,6 +126,10 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         self._transports = weakref.WeakValueDictionary()
         self._listeners = {}            # listening socket -> _core.Listener
         self._unix_server_sockets = {}  # unix listening socket -> inode
+        self._signal_handlers = {}
+        self._ssock = self._csock = None   # self-pipe, made for the first signal
+        self._internal_fds = 0
+        self._selector = _SelectorView(self)
 
     # -- running and stopping ------------------------------------------------
 
@@ -136,8 +161,19 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         if self._closed:
             return
         try:
+            if not sys.is_finalizing():
+                for sig in list(self._signal_handlers):
+                    self.remove_signal_handler(sig)
+            elif self._signal_handlers:
+                warnings.warn(f"Closing the loop {self!r} on interpreter shutdown "
+                              f"stage, skipping signal handlers removal",
+                              ResourceWarning, source=self)
+                self._signal_handlers.clear()
             super().close()
         finally:
+            if self._ssock is not None:
+                self._close_self_pipe()
+            self._selector = None   # as asyncio's loop: transports' repr says "open"
             self._close_core()
 
     def _process_events(self, event_list):
@@ -350,6 +386,40 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos)
     _sock_add_cancellation_callback = (
         unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback)
+
+    # -- UDP, pipes, signals, subprocesses -------------------------------------
+    # asyncio's own transports over aioloop's readiness API (loop thread).
+
+    _make_datagram_transport = _selector_loop._make_datagram_transport
+    _make_read_pipe_transport = _unix._make_read_pipe_transport
+    _make_write_pipe_transport = _unix._make_write_pipe_transport
+    _make_subprocess_transport = _unix._make_subprocess_transport
+    _child_watcher_callback = _unix._child_watcher_callback
+
+    # Signals: asyncio's Unix implementation (signal.set_wakeup_fd on a
+    # self-pipe read by the loop).  The self-pipe is made for the first
+    # handler only, so a loop without signal handlers watches no descriptor.
+    _make_self_pipe = _selector_loop._make_self_pipe
+    _close_self_pipe = _selector_loop._close_self_pipe
+    _read_from_self = _selector_loop._read_from_self
+    _process_self_data = _unix._process_self_data
+    _handle_signal = _unix._handle_signal
+    _check_signal = _unix._check_signal
+    remove_signal_handler = _unix.remove_signal_handler
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Add a handler for a Unix signal (main thread only)."""
+        self._check_signal(sig)
+        self._check_closed()
+        if self._ssock is None:
+            self._make_self_pipe()
+        return _unix.add_signal_handler(self, sig, callback, *args)
+
+    def _add_callback_signalsafe(self, handle):
+        # Called from _handle_signal on the loop thread (the self-pipe's
+        # reader), so a plain call_soon is safe here.
+        if not handle._cancelled:
+            self.call_soon(handle._run)
 
     create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
     create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
