@@ -1,199 +1,221 @@
-"""Loop-overhead benchmarks: aioloop against asyncio's default loop and
-uvloop (when installed), in one run with interleaved rounds so machine noise
-hits all loops alike.  Reports operations per second, the median of the
-per-round ratios to uvloop (or to asyncio when uvloop is absent), and writes
-a JSON file of every round.
+"""aioloop's benchmarks: asyncio's loop, uvloop and aioloop (each engine and
+write mode) side by side in one run, interleaved rounds.
 
-    python -m bench [--quick] [--rounds N] [--json FILE]
+    python -m bench [--quick] [--rounds N] [--only overhead,echo,aiohttp,memory,callgrind]
+                    [--docs] [--out DIR]
 
-Network workloads (echo, aiohttp under wrk, memory per connection) arrive
-with the stream transports; see docs/benchmarks.md.
+Workloads: loop overhead (in this process), echo servers in four asyncio
+styles driven by a C load generator (with a plain C epoll server as the
+ceiling), aiohttp "hello world" under wrk, server memory per idle
+connection and after many short connections, and (full run, or asked for)
+callgrind instruction counts of the loop-overhead workloads.
+
+Each round runs every loop once per configuration, the order of the loops
+rotating between rounds, so machine noise hits all alike; results are
+medians over rounds and ratios are medians of per-round ratios to uvloop
+(to asyncio when uvloop is absent).  Writes OUT/results.json, OUT/report.md
+and PNG plots; --docs also writes them into docs/benchmarks.md.
 """
 import argparse
-import asyncio
+import datetime
 import json
 import os
 import platform
 import statistics
 import sys
-import threading
 import time
 
-import aioloop
+from bench import loops as loops_mod
+from bench import net, overhead, report
+
+SIZES = {"1KiB": 1024, "16KiB": 16 * 1024, "100KiB": 100 * 1024}
+KINDS = ("protocol", "buffered", "streams", "sock")
 
 
-def loop_factories():
-    loops = {"asyncio": asyncio.SelectorEventLoop}
+def rotate(names, r):
+    r %= len(names)
+    return names[r:] + names[:r]
+
+
+def progress(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def median_ratio(rows, base, key, invert=False):
+    """Median over rounds of value/base-value (base/value when invert)."""
+    ratios = []
+    for row, brow in zip(rows, base):
+        a, b = row[key], brow[key]
+        if a and b:
+            ratios.append(b / a if invert else a / b)
+    return statistics.median(ratios) if ratios else None
+
+
+def summarize(per_loop, base_name):
+    """per_loop: {loop: [round dicts]} -> {loop: medians + ratios}."""
+    out = {}
+    base = per_loop.get(base_name)
+    for name, rows in per_loop.items():
+        s = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "errors"}
+        s["errors"] = sum(r.get("errors", 0) for r in rows)
+        s["rounds"] = len(rows)
+        if base and name != net.C_EPOLL:
+            s["ratio_rps"] = median_ratio(rows, base, "rps")
+            # CPU ratio as "how many times less CPU than the baseline".
+            s["ratio_cpu"] = median_ratio(rows, base, "cpu_us", invert=True)
+        out[name] = s
+    return out
+
+
+def run_overhead(names, base, rounds, scale):
+    results = {}
+    for wname, (fn, n) in overhead.WORKLOADS.items():
+        n = max(100, int(n * scale))
+        per = {name: [] for name in names}
+        for r in range(rounds):
+            for name in rotate(names, r):
+                per[name].append(n / overhead.run_one(name, wname, n))
+        res = {"n": n, "loops": {}}
+        for name in names:
+            ratios = [a / b for a, b in zip(per[name], per[base])]
+            res["loops"][name] = {"ops_per_s": statistics.median(per[name]),
+                                  "ratio": statistics.median(ratios), "rounds": per[name]}
+        results[wname] = res
+        progress(f"  overhead {wname:<22} " + "  ".join(
+            f"{nm} {res['loops'][nm]['ops_per_s']:,.0f}/s ({res['loops'][nm]['ratio']:.2f}x)"
+            for nm in names))
+    return results
+
+
+def echo_configs(quick):
+    if quick:
+        return ([("protocol", s, 50) for s in SIZES] +
+                [(k, "1KiB", 50) for k in KINDS if k != "protocol"])
+    return [(k, s, c) for k in KINDS for s in SIZES for c in (10, 50, 200)]
+
+
+def run_echo(names, base, rounds, seconds, quick):
+    results = {}
+    configs = echo_configs(quick)
+    for i, (kind, size, conns) in enumerate(configs, 1):
+        servers = list(names) + ([net.C_EPOLL] if kind == "protocol" else [])
+        per = {name: [] for name in servers}
+        for r in range(rounds):
+            for name in rotate(servers, r):
+                per[name].append(net.echo(name, kind, SIZES[size], conns, seconds))
+        key = f"{kind} {size} x{conns}"
+        results[key] = {"kind": kind, "size": size, "conns": conns,
+                        "loops": summarize(per, base)}
+        progress(f"  echo [{i}/{len(configs)}] {key:<22} " + "  ".join(
+            f"{nm} {results[key]['loops'][nm]['rps']:,.0f}/s "
+            f"{results[key]['loops'][nm]['cpu_us']:.1f}us" for nm in servers))
+    return results
+
+
+def run_aiohttp(names, base, rounds, seconds):
+    if not net.have_wrk():
+        progress("  aiohttp: skipped, wrk is not installed (Debian: `apt-get install wrk`)")
+        return {"skipped": "wrk is not installed (Debian: apt-get install wrk)"}
+    if not net.have_aiohttp():
+        progress("  aiohttp: skipped, aiohttp is not installed (`pip install aiohttp`)")
+        return {"skipped": "aiohttp is not installed (pip install aiohttp)"}
+    per = {name: [] for name in names}
+    for r in range(rounds):
+        for name in rotate(names, r):
+            per[name].append(net.aiohttp_run(name, 50, seconds))
+    res = summarize(per, base)
+    progress("  aiohttp " + "  ".join(f"{nm} {res[nm]['rps']:,.0f}/s {res[nm]['cpu_us']:.1f}us"
+                                      for nm in names))
+    return {"conns": 50, "loops": res}
+
+
+def run_memory(names, idle_conns, short_total):
+    res = {"idle_conns": idle_conns, "short_total": short_total, "loops": {}}
+    for name in names + [net.C_EPOLL]:
+        idle = net.memory_idle(name, idle_conns)
+        short = net.memory_short(name, short_total)
+        res["loops"][name] = {"idle": idle, "short": short}
+        progress(f"  memory {name:<15} {idle['bytes_per_conn']:,.0f} B/idle conn; "
+                 f"after {short_total:,} short conns RSS {short['first_kib']:,}->{short['last_kib']:,} KiB "
+                 f"({short['conns_per_s']:,.0f} conn/s, {short['errors']} errors)")
+    return res
+
+
+def versions():
+    import importlib.metadata as md
+    v = {"python": platform.python_version(), "machine": platform.machine(),
+         "kernel": platform.release(), "cpus": os.cpu_count()}
+    for pkg in ("aioloop", "uvloop", "aiohttp", "rsloop"):
+        try:
+            v[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
     try:
-        import uvloop
-        loops["uvloop"] = uvloop.new_event_loop
-    except ImportError:
-        print("uvloop is not installed: `pip install uvloop` to compare with it", file=sys.stderr)
-    loops["aioloop"] = aioloop.new_event_loop
-    return loops
-
-
-# Each workload runs n operations on a fresh loop and returns the seconds taken.
-
-def call_soon_chain(loop, n):
-    left = [n]
-
-    def cb():
-        left[0] -= 1
-        if left[0]:
-            loop.call_soon(cb)
-        else:
-            loop.stop()
-
-    loop.call_soon(cb)
-    t0 = time.perf_counter()
-    loop.run_forever()
-    return time.perf_counter() - t0
-
-
-def call_soon_batch(loop, n):
-    # Many callbacks ready at once: the dispatch loop itself.
-    done = [0]
-
-    def cb():
-        done[0] += 1
-
-    t0 = time.perf_counter()
-    for _ in range(n):
-        loop.call_soon(cb)
-    loop.call_soon(loop.stop)
-    loop.run_forever()
-    return time.perf_counter() - t0
-
-
-def call_later_timers(loop, n):
-    fired = [0]
-
-    def cb():
-        fired[0] += 1
-        if fired[0] == n:
-            loop.stop()
-
-    t0 = time.perf_counter()
-    now = loop.time()
-    for i in range(n):
-        loop.call_at(now + (i % 100) * 1e-5, cb)
-    loop.run_forever()
-    return time.perf_counter() - t0
-
-
-def sleep0(loop, n):
-    async def main():
-        for _ in range(n):
-            await asyncio.sleep(0)
-
-    t0 = time.perf_counter()
-    loop.run_until_complete(main())
-    return time.perf_counter() - t0
-
-
-def task_churn(loop, n):
-    async def child(i):
-        return i
-
-    async def main():
-        for _ in range(n // 100):
-            await asyncio.gather(*[loop.create_task(child(i)) for i in range(100)])
-
-    t0 = time.perf_counter()
-    loop.run_until_complete(main())
-    return time.perf_counter() - t0
-
-
-def future_roundtrip(loop, n):
-    async def main():
-        for _ in range(n):
-            f = loop.create_future()
-            loop.call_soon(f.set_result, None)
-            await f
-
-    t0 = time.perf_counter()
-    loop.run_until_complete(main())
-    return time.perf_counter() - t0
-
-
-def call_soon_threadsafe(loop, n):
-    got = [0]
-    done = threading.Event()
-
-    def cb():
-        got[0] += 1
-        if got[0] == n:
-            loop.stop()
-
-    def producer():
-        for _ in range(n):
-            loop.call_soon_threadsafe(cb)
-        done.set()
-
-    t = threading.Thread(target=producer)
-    t0 = time.perf_counter()
-    loop.call_soon(t.start)
-    loop.run_forever()
-    dt = time.perf_counter() - t0
-    t.join()
-    return dt
-
-
-WORKLOADS = {
-    "call_soon chain": (call_soon_chain, 200_000),
-    "call_soon batch": (call_soon_batch, 200_000),
-    "call_later timers": (call_later_timers, 100_000),
-    "sleep(0)": (sleep0, 50_000),
-    "task churn": (task_churn, 50_000),
-    "future round trip": (future_roundtrip, 50_000),
-    "call_soon_threadsafe": (call_soon_threadsafe, 100_000),
-}
-
-
-def run_one(factory, fn, n):
-    loop = factory()
-    try:
-        return fn(loop, n)
-    finally:
-        loop.close()
+        with open("/proc/cpuinfo") as f:
+            v["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return v
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rounds, smaller counts")
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--json", default=os.path.join("bench", "out", "loop_overhead.json"))
+    ap.add_argument("--quick", action="store_true", help="a run of about two minutes")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per workload")
+    ap.add_argument("--seconds", type=float, help="seconds per network run")
+    ap.add_argument("--only", help="comma-separated: overhead,echo,aiohttp,memory,callgrind")
+    ap.add_argument("--loops", help="comma-separated loop names (default: all installed)")
+    ap.add_argument("--out", default=os.path.join("bench", "out"))
+    ap.add_argument("--docs", action="store_true", help="write the report into docs/benchmarks.md")
     args = ap.parse_args()
-    rounds = args.rounds or (5 if args.quick else 9)
-    scale = 0.25 if args.quick else 1.0
-    loops = loop_factories()
-    base = "uvloop" if "uvloop" in loops else "asyncio"
 
-    print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, {rounds} interleaved rounds; "
-          f"ratios are medians of per-round ratios to {base} (higher is faster)\n")
-    results = {}
-    for wname, (fn, n) in WORKLOADS.items():
-        n = max(100, int(n * scale))
-        per = {name: [] for name in loops}
-        for r in range(rounds):
-            # Rotate the order each round so no loop always runs first.
-            names = list(loops)
-            names = names[r % len(names):] + names[:r % len(names)]
-            for name in names:
-                per[name].append(n / run_one(loops[name], fn, n))
-        ratios = {name: statistics.median(a / b for a, b in zip(per[name], per[base]))
-                  for name in loops}
-        results[wname] = {"n": n, "ops_per_s": per, "ratio_to_" + base: ratios}
-        cells = "  ".join(f"{name} {statistics.median(per[name]):>10,.0f}/s ({ratios[name]:.2f}x)"
-                          for name in loops)
-        print(f"{wname:<22} {cells}", flush=True)
+    names = args.loops.split(",") if args.loops else loops_mod.available()
+    base = "uvloop" if "uvloop" in names else "asyncio"
+    for msg in loops_mod.missing_message():
+        progress(msg)
+    default = {"overhead", "echo", "aiohttp", "memory"} | (set() if args.quick else {"callgrind"})
+    parts = set(args.only.split(",")) if args.only else default
+    quick = args.quick
+    rounds = args.rounds or (1 if quick else 3)
+    seconds = args.seconds or (1.5 if quick else 3.0)
+    started = time.time()
+    data = {"date": datetime.date.today().isoformat(), "versions": versions(),
+            "quick": quick, "rounds": rounds, "seconds": seconds, "baseline": base,
+            "loops": names}
+    progress(f"bench: {', '.join(names)}; {rounds} interleaved round(s); ratios to {base}")
+    if parts & {"echo", "memory"}:
+        net.build_tools()
+    if "overhead" in parts:
+        progress("loop overhead")
+        data["overhead"] = run_overhead(names, base, rounds=3 if quick else max(rounds, 5),
+                                        scale=0.1 if quick else 0.5)
+    if "echo" in parts:
+        progress("echo (C load generator, closed loop)")
+        data["echo"] = run_echo(names, base, rounds, seconds, quick)
+    if "aiohttp" in parts:
+        progress("aiohttp hello world (wrk -t1 -c50)")
+        data["aiohttp"] = run_aiohttp(names, base, rounds, seconds)
+    if "memory" in parts:
+        idle, short = (2000, 20_000) if quick else (10_000, 1_000_000)
+        progress(f"memory ({idle:,} idle connections; {short:,} short connections)")
+        data["memory"] = run_memory([n for n in names if n != "aioloop-inline"], idle, short)
+    if "callgrind" in parts:
+        from bench import callgrind
+        progress("callgrind instruction counts (loop overhead)")
+        data["callgrind"] = callgrind.run([n for n in names if n in ("uvloop", "aioloop", "asyncio")],
+                                          progress)
+    data["wall_s"] = round(time.time() - started, 1)
 
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"python": sys.version, "machine": platform.machine(), "cpus": os.cpu_count(),
-                   "rounds": rounds, "baseline": base, "results": results}, f, indent=1)
-    print(f"\nwrote {args.json}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(data, f, indent=1)
+    md = report.markdown(data, img_dir=os.path.join(args.out, "img"), img_rel="img")
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(md)
+    print(md)
+    if args.docs:
+        report.write_docs(data, "docs")
+    progress(f"wrote {args.out}/results.json and report.md ({data['wall_s']:.0f} s)")
 
 
 if __name__ == "__main__":

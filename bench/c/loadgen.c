@@ -1,0 +1,354 @@
+/* Closed-loop TCP load generator for the echo benchmarks (built by the bench).
+ *
+ *   loadgen echo  HOST PORT CONNS SIZE SECONDS [WARMUP]
+ *       CONNS connections, each sends SIZE bytes and waits for all SIZE
+ *       bytes to come back before sending again.  Prints one JSON line:
+ *       requests, seconds, requests/s, p50/p99/max latency (µs), errors.
+ *   loadgen idle  HOST PORT CONNS
+ *       Opens CONNS connections, does one 16-byte echo on each (so the
+ *       server has accepted and set up every one), prints "ready" and
+ *       holds them open until stdin closes.
+ *   loadgen short HOST PORT TOTAL PARALLEL REPORT_EVERY
+ *       TOTAL short connections, PARALLEL at a time: connect, one 16-byte
+ *       echo, close with an RST (SO_LINGER 0, so no TIME_WAIT piles up on
+ *       the client's ports).  Prints "progress N" every REPORT_EVERY
+ *       connections and waits for a line on stdin before going on, so the
+ *       caller can sample the server's memory at fixed points.
+ *
+ * One thread, epoll, non-blocking sockets.  Latency is kept in a
+ * log-linear histogram (1/64 relative resolution), which is exact enough
+ * for percentiles and costs no allocation per request. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SUB_BITS 6
+#define NBUCKETS (64 << SUB_BITS)
+
+typedef struct {
+    int fd;
+    size_t sent, got;
+    uint64_t t0;
+    int connected;
+} conn_t;
+
+static uint64_t hist[NBUCKETS];
+static struct sockaddr_in addr;
+static size_t msg_size;
+static char *msg, *rbuf;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned bucket_of(uint64_t v)
+{
+    if (v < (1u << SUB_BITS))
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* GCC/Clang builtin: index of top bit */
+    unsigned shift = msb - SUB_BITS;
+    return ((shift + 1) << SUB_BITS) + (unsigned)((v >> shift) & ((1u << SUB_BITS) - 1));
+}
+
+static uint64_t bucket_value(unsigned b)
+{
+    if (b < (1u << SUB_BITS))
+        return b;
+    unsigned shift = (b >> SUB_BITS) - 1;
+    uint64_t sub = b & ((1u << SUB_BITS) - 1);
+    return ((uint64_t)((1u << SUB_BITS) | sub) << shift) + ((1ull << shift) >> 1);
+}
+
+static double percentile(uint64_t total, double p)
+{
+    uint64_t want = (uint64_t)(p * (double)total), seen = 0;
+    for (unsigned b = 0; b < NBUCKETS; b++) {
+        seen += hist[b];
+        if (seen > want)
+            return (double)bucket_value(b) / 1000.0;
+    }
+    return 0;
+}
+
+static void die(const char *what)
+{
+    perror(what);
+    exit(2);
+}
+
+static int open_conn(int ep, conn_t *c, int blocking_connect)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!blocking_connect)
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    if (blocking_connect)
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+        die("epoll_ctl");
+    return 0;
+}
+
+/* Pushes the unsent part of the message; returns -1 on a socket error. */
+static int pump_send(conn_t *c)
+{
+    while (c->sent < msg_size) {
+        ssize_t n = send(c->fd, msg + c->sent, msg_size - c->sent, MSG_NOSIGNAL);
+        if (n < 0)
+            return (errno == EAGAIN) ? 0 : -1;
+        c->sent += (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads what is there; returns 1 when the whole echo is back, -1 on error/EOF. */
+static int pump_recv(conn_t *c)
+{
+    for (;;) {
+        ssize_t n = recv(c->fd, rbuf, msg_size, 0);
+        if (n < 0)
+            return (errno == EAGAIN) ? (c->got >= msg_size) : -1;
+        if (n == 0)
+            return -1;
+        c->got += (size_t)n;
+        if (c->got >= msg_size)
+            return 1;
+    }
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int run_echo(int conns, double seconds, double warmup)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    conn_t *cs = calloc((size_t)conns, sizeof *cs);
+    for (int i = 0; i < conns; i++)
+        if (open_conn(ep, &cs[i], 1) < 0)
+            die("connect");
+    uint64_t start = now_ns();
+    uint64_t measure_from = start + (uint64_t)(warmup * 1e9);
+    uint64_t end = measure_from + (uint64_t)(seconds * 1e9);
+    uint64_t requests = 0, errors = 0, maxlat = 0;
+    for (int i = 0; i < conns; i++) {
+        cs[i].t0 = now_ns();
+        if (pump_send(&cs[i]) < 0)
+            errors++;
+    }
+    struct epoll_event evs[256];
+    for (;;) {
+        uint64_t t = now_ns();
+        if (t >= end)
+            break;
+        int n = epoll_wait(ep, evs, 256, 100);
+        for (int i = 0; i < n; i++) {
+            conn_t *c = evs[i].data.ptr;
+            if (c->fd < 0)
+                continue;
+            if ((evs[i].events & EPOLLOUT) && pump_send(c) < 0)
+                goto broken;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                int r = pump_recv(c);
+                if (r < 0)
+                    goto broken;
+                if (r == 1) {
+                    uint64_t done = now_ns();
+                    if (c->t0 >= measure_from && done < end) {
+                        uint64_t lat = done - c->t0;
+                        hist[bucket_of(lat)]++;
+                        requests++;
+                        if (lat > maxlat)
+                            maxlat = lat;
+                    }
+                    c->sent = c->got = 0;
+                    c->t0 = done;
+                    if (pump_send(c) < 0)
+                        goto broken;
+                }
+            }
+            continue;
+        broken:
+            errors++;
+            close(c->fd);
+            c->fd = -1;
+        }
+    }
+    printf("{\"requests\": %llu, \"seconds\": %.3f, \"rps\": %.1f, \"p50_us\": %.1f, "
+           "\"p99_us\": %.1f, \"max_us\": %.1f, \"errors\": %llu}\n",
+           (unsigned long long)requests, seconds, (double)requests / seconds,
+           percentile(requests, 0.50), percentile(requests, 0.99), (double)maxlat / 1000.0,
+           (unsigned long long)errors);
+    return errors ? 1 : 0;
+}
+
+/* One blocking echo of 16 bytes on a fresh connection (for idle/short). */
+static int echo_once(int fd)
+{
+    char b[16];
+    size_t got = 0;
+    if (send(fd, "0123456789abcdef", 16, MSG_NOSIGNAL) != 16)
+        return -1;
+    while (got < 16) {
+        ssize_t n = recv(fd, b, sizeof b, 0);
+        if (n <= 0) {
+            if (n < 0 && errno == EAGAIN) {
+                struct timespec ts = {0, 100000};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int blocking_conn(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int run_idle(int conns)
+{
+    int *fds = calloc((size_t)conns, sizeof *fds);
+    for (int i = 0; i < conns; i++) {
+        fds[i] = blocking_conn();
+        if (fds[i] < 0 || echo_once(fds[i]) < 0)
+            die("idle connect");
+    }
+    printf("ready\n");
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin))
+        ;
+    for (int i = 0; i < conns; i++)
+        close(fds[i]);
+    return 0;
+}
+
+/* Short connections, PARALLEL at a time, through epoll. */
+static int run_short(long total, int parallel, long report_every)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    conn_t *cs = calloc((size_t)parallel, sizeof *cs);
+    long started = 0, finished = 0, errors = 0, next_report = report_every;
+    int active = 0;
+    msg_size = 16;
+    struct linger lg = {1, 0};
+    struct epoll_event evs[256];
+    for (int i = 0; i < parallel && started < total; i++, started++, active++)
+        if (open_conn(ep, &cs[i], 0) < 0)
+            die("connect");
+    while (active) {
+        int n = epoll_wait(ep, evs, 256, 1000);
+        for (int i = 0; i < n; i++) {
+            conn_t *c = evs[i].data.ptr;
+            if (c->fd < 0)
+                continue;
+            int r = 0;
+            if (evs[i].events & EPOLLERR)
+                r = -1;
+            if (r == 0 && (evs[i].events & EPOLLOUT))
+                r = pump_send(c);
+            if (r == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP)))
+                r = pump_recv(c);
+            if (r == 0)
+                continue;
+            if (r < 0)
+                errors++;
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(c->fd);
+            c->fd = -1;
+            finished++;
+            active--;
+            if (finished >= next_report) {
+                printf("progress %ld %ld\n", finished, errors);
+                fflush(stdout);
+                char line[64];
+                if (!fgets(line, sizeof line, stdin))
+                    return 1;
+                next_report += report_every;
+            }
+            if (started < total) {
+                if (open_conn(ep, c, 0) < 0) {
+                    errors++;
+                    continue;
+                }
+                started++;
+                active++;
+            }
+        }
+    }
+    printf("done %ld %ld\n", finished, errors);
+    return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: loadgen echo|idle|short HOST PORT ...\n");
+        return 2;
+    }
+    raise_nofile();
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)atoi(argv[3]));
+    if (inet_pton(AF_INET, argv[2], &addr.sin_addr) != 1) {
+        fprintf(stderr, "bad IPv4 address %s\n", argv[2]);
+        return 2;
+    }
+    if (strcmp(argv[1], "echo") == 0 && argc >= 7) {
+        msg_size = (size_t)atol(argv[5]);
+        msg = malloc(msg_size);
+        rbuf = malloc(msg_size);
+        memset(msg, 'x', msg_size);
+        return run_echo(atoi(argv[4]), atof(argv[6]), argc > 7 ? atof(argv[7]) : 0.5);
+    }
+    if (strcmp(argv[1], "idle") == 0)
+        return run_idle(atoi(argv[4]));
+    if (strcmp(argv[1], "short") == 0 && argc >= 7) {
+        msg = "0123456789abcdef";
+        rbuf = malloc(64);
+        return run_short(atol(argv[4]), atoi(argv[5]), atol(argv[6]));
+    }
+    fprintf(stderr, "bad arguments\n");
+    return 2;
+}

@@ -1,0 +1,285 @@
+"""Markdown tables, targets and PNG plots from a bench run's results."""
+import os
+import re
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+AIO = "aioloop"
+
+
+def _f(v, fmt="{:,.0f}"):
+    return "—" if v is None else fmt.format(v)
+
+
+def _x(v):
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def targets(data):
+    """(target, measured, goal, met) rows for issue #4's speed targets."""
+    rows = []
+    base = data["baseline"]
+    echo = data.get("echo", {})
+
+    def echo_ratio(key):
+        loops = echo.get(key, {}).get("loops", {})
+        return loops.get(AIO, {}).get("ratio_rps")
+
+    for key, goal in (("protocol 1KiB x50", 1.2), ("protocol 16KiB x50", 1.5),
+                      ("protocol 100KiB x50", 1.5)):
+        if key in echo:
+            r = echo_ratio(key)
+            rows.append((f"echo {key.split()[1]}, 50 conns, req/s vs {base}", _x(r), f">= {goal}x",
+                         r is not None and r >= goal))
+    ah = data.get("aiohttp", {}).get("loops", {})
+    if AIO in ah:
+        r = ah[AIO].get("ratio_rps")
+        rows.append((f"aiohttp hello req/s vs {base}", _x(r), ">= 1.15x", r is not None and r >= 1.15))
+    ov = data.get("overhead", {})
+    for w in ("call_soon chain", "call_soon batch", "call_later timers", "sleep(0)",
+              "call_soon_threadsafe"):
+        if w in ov:
+            r = ov[w]["loops"][AIO]["ratio"]
+            rows.append((f"{w} vs {base}", _x(r), ">= 1.5x", r >= 1.5))
+    key = "protocol 1KiB x50"
+    if key in echo and "c-epoll" in echo[key]["loops"]:
+        mine = echo[key]["loops"][AIO]["cpu_us"]
+        ceil = echo[key]["loops"]["c-epoll"]["cpu_us"]
+        rows.append(("server CPU per echo request (1 KiB, 50 conns) vs the C epoll server",
+                     f"{mine / ceil:.2f}x ({mine:.1f} vs {ceil:.1f} µs)", "<= 1.25x", mine / ceil <= 1.25))
+    mem = data.get("memory", {}).get("loops", {})
+    if AIO in mem and base in mem:
+        a = mem[AIO]["idle"]["bytes_per_conn"]
+        b = mem[base]["idle"]["bytes_per_conn"]
+        rows.append((f"memory per idle connection vs {base}", f"{a:,.0f} vs {b:,.0f} B",
+                     f"<= {base}", a <= b))
+    return rows
+
+
+def _plot(data, img_dir):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(img_dir, exist_ok=True)
+    made = []
+    echo = data.get("echo", {})
+    if echo:
+        for metric, label, fname in (("rps", "requests/s (higher is better)", "echo_rps.png"),
+                                     ("cpu_us", "server CPU µs per request (lower is better)",
+                                      "echo_cpu.png")):
+            kinds = sorted({v["kind"] for v in echo.values()},
+                           key=["protocol", "buffered", "streams", "sock"].index)
+            fig, axes = plt.subplots(len(kinds), 1, figsize=(12, 3.2 * len(kinds)), squeeze=False)
+            for ax, kind in zip(axes[:, 0], kinds):
+                keys = [k for k, v in echo.items() if v["kind"] == kind]
+                names = list(echo[keys[0]]["loops"])
+                width = 0.8 / len(names)
+                for i, nm in enumerate(names):
+                    vals = [echo[k]["loops"].get(nm, {}).get(metric, 0) for k in keys]
+                    ax.bar([j + i * width for j in range(len(keys))], vals, width, label=nm)
+                ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+                ax.set_xticklabels([k.split(" ", 1)[1] for k in keys], fontsize=8)
+                ax.set_title(f"echo, {kind}: {label}", fontsize=10)
+                if metric == "rps":
+                    ax.set_yscale("log")
+            axes[0, 0].legend(fontsize=8, ncol=len(names))
+            fig.tight_layout()
+            fig.savefig(os.path.join(img_dir, fname), dpi=80)
+            plt.close(fig)
+            made.append(fname)
+    ov = data.get("overhead", {})
+    if ov:
+        names = data["loops"]
+        fig, ax = plt.subplots(figsize=(11, 3.5))
+        width = 0.8 / len(names)
+        ws = list(ov)
+        for i, nm in enumerate(names):
+            ax.bar([j + i * width for j in range(len(ws))], [ov[w]["loops"][nm]["ratio"] for w in ws],
+                   width, label=nm)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ws))])
+        ax.set_xticklabels(ws, fontsize=8)
+        ax.set_title(f"loop overhead: ops/s relative to {data['baseline']} (higher is better)", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(img_dir, "overhead.png"), dpi=80)
+        plt.close(fig)
+        made.append("overhead.png")
+    ah = data.get("aiohttp", {}).get("loops")
+    if ah:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3))
+        names = list(ah)
+        a1.bar(names, [ah[n]["rps"] for n in names])
+        a1.set_title("aiohttp hello: requests/s", fontsize=10)
+        a2.bar(names, [ah[n]["cpu_us"] for n in names])
+        a2.set_title("aiohttp hello: server CPU µs/request", fontsize=10)
+        for a in (a1, a2):
+            a.tick_params(axis="x", labelsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(img_dir, "aiohttp.png"), dpi=80)
+        plt.close(fig)
+        made.append("aiohttp.png")
+    mem = data.get("memory", {}).get("loops")
+    if mem:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.2))
+        names = list(mem)
+        a1.bar(names, [mem[n]["idle"]["bytes_per_conn"] for n in names])
+        a1.set_title(f"RSS per idle connection, bytes ({data['memory']['idle_conns']:,} open)", fontsize=10)
+        a1.tick_params(axis="x", labelsize=8)
+        for n in names:
+            s = mem[n]["short"]["samples"]
+            a2.plot([c for c, _ in s], [k / 1024 for _, k in s], marker=".", label=n)
+        a2.set_title("server RSS (MiB) over sequential short connections", fontsize=10)
+        a2.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(img_dir, "memory.png"), dpi=80)
+        plt.close(fig)
+        made.append("memory.png")
+    return made
+
+
+def markdown(data, img_dir, img_rel):
+    v = data["versions"]
+    base = data["baseline"]
+    out = []
+    w = out.append
+    w(f"Run of {data['date']}: `python -m bench{' --quick' if data['quick'] else ''}` "
+      f"({data['rounds']} interleaved round(s), {data['seconds']:g} s per network run, "
+      f"{data.get('wall_s', 0) / 60:.0f} min in all).  Machine: {v.get('cpu', '?')}, "
+      f"{v['cpus']} CPUs, Linux {v['kernel']}; Python {v['python']}, "
+      + ", ".join(f"{k} {v[k]}" for k in ("aioloop", "uvloop", "aiohttp", "rsloop") if k in v) + ".")
+    w("")
+    w("On this 2-core machine the load generator and the server share the two cores, "
+      "so requests/s moves with whatever else runs; **server CPU per request is the steadier figure**. "
+      f"Ratios are medians of per-round ratios to {base} (for CPU: {base}'s CPU per request divided "
+      "by this loop's, so higher is better in both).")
+    w("")
+    rows = targets(data)
+    if rows:
+        w("### Targets (issue #4), default aioloop configuration")
+        w("")
+        w("| target | measured | goal | met |")
+        w("|---|---|---|---|")
+        for t, m, g, ok in rows:
+            w(f"| {t} | {m} | {g} | {'yes' if ok else '**no**'} |")
+        w("")
+    made = _plot(data, img_dir)
+    echo = data.get("echo")
+    if echo:
+        names = list(next(iter(echo.values()))["loops"])
+        w("### Echo (C load generator, closed loop)")
+        w("")
+        w("Each connection sends a message and waits for its whole echo before sending the next. "
+          "Cells: requests/s, ratio to " + base + ", server CPU µs per request (loop thread's share in brackets).")
+        w("")
+        w("| workload | " + " | ".join(names) + " |")
+        w("|---|" + "---|" * len(names))
+        for key, res in echo.items():
+            cells = []
+            for nm in names:
+                s = res["loops"].get(nm)
+                if not s:
+                    cells.append("")
+                    continue
+                ratio = "" if nm in (base, "c-epoll") else f" ({_x(s.get('ratio_rps'))})"
+                cells.append(f"{s['rps']:,.0f}{ratio}<br>{s['cpu_us']:.1f} µs ({s['loop_cpu_us']:.1f})")
+            w(f"| {key} | " + " | ".join(cells) + " |")
+        w("")
+        w("Latency, p50 / p99 in µs:")
+        w("")
+        w("| workload | " + " | ".join(names) + " |")
+        w("|---|" + "---|" * len(names))
+        for key, res in echo.items():
+            w(f"| {key} | " + " | ".join(
+                f"{res['loops'][nm]['p50_us']:,.0f} / {res['loops'][nm]['p99_us']:,.0f}"
+                if nm in res["loops"] else "" for nm in names) + " |")
+        w("")
+        errs = {nm: sum(r["loops"].get(nm, {}).get("errors", 0) for r in echo.values()) for nm in names}
+        w("Connection errors seen by the load generator: " +
+          ", ".join(f"{nm} {e}" for nm, e in errs.items()) + ".")
+        w("")
+        for img in ("echo_rps.png", "echo_cpu.png"):
+            if img in made:
+                w(f"![{img}]({img_rel}/{img})")
+        w("")
+    ah = data.get("aiohttp")
+    if ah:
+        w("### aiohttp hello world (wrk, 1 thread, 50 connections)")
+        w("")
+        if "skipped" in ah:
+            w(f"Skipped: {ah['skipped']}.")
+        else:
+            w("| loop | req/s | ratio | p50 / p99 µs | server CPU µs/req | loop thread µs/req | errors |")
+            w("|---|---|---|---|---|---|---|")
+            for nm, s in ah["loops"].items():
+                w(f"| {nm} | {s['rps']:,.0f} | {_x(s.get('ratio_rps'))} | {s['p50_us']:,.0f} / "
+                  f"{s['p99_us']:,.0f} | {s['cpu_us']:.1f} | {s['loop_cpu_us']:.1f} | {s['errors']} |")
+            if "aiohttp.png" in made:
+                w("")
+                w(f"![aiohttp]({img_rel}/aiohttp.png)")
+        w("")
+    ov = data.get("overhead")
+    if ov:
+        names = data["loops"]
+        w("### Loop overhead (in-process, operations/s)")
+        w("")
+        w("| workload | " + " | ".join(names) + " |")
+        w("|---|" + "---|" * len(names))
+        for wname, res in ov.items():
+            w(f"| {wname} | " + " | ".join(
+                f"{res['loops'][nm]['ops_per_s']:,.0f} ({res['loops'][nm]['ratio']:.2f}x)"
+                for nm in names) + " |")
+        if "overhead.png" in made:
+            w("")
+            w(f"![overhead]({img_rel}/overhead.png)")
+        w("")
+    cg = data.get("callgrind")
+    if cg:
+        w("### Instructions per operation (callgrind)")
+        w("")
+        if "skipped" in cg:
+            w(f"Skipped: {cg['skipped']}.")
+        else:
+            names = list(next(iter(cg["workloads"].values())))
+            w("Counted by valgrind's callgrind: (instructions with 3N operations − with N) / 2N, "
+              f"N = {cg['n']:,}. Repeatable to well under 1%, whatever the machine is doing.")
+            w("")
+            w("| workload | " + " | ".join(names) + " |")
+            w("|---|" + "---|" * len(names))
+            for wname, row in cg["workloads"].items():
+                w(f"| {wname} | " + " | ".join(f"{row[n]:,.0f}" for n in names) + " |")
+        w("")
+    mem = data.get("memory")
+    if mem:
+        w(f"### Memory (Protocol echo server, RSS from /proc)")
+        w("")
+        w(f"| server | bytes per idle connection ({mem['idle_conns']:,} open) | RSS after 10% / 100% of "
+          f"{mem['short_total']:,} short connections | growth | conn/s | errors |")
+        w("|---|---|---|---|---|---|")
+        for nm, s in mem["loops"].items():
+            sh = s["short"]
+            w(f"| {nm} | {s['idle']['bytes_per_conn']:,.0f} | {sh['first_kib']:,} / {sh['last_kib']:,} KiB "
+              f"| {sh['growth_kib']:+,} KiB | {sh['conns_per_s']:,.0f} | {sh['errors']} |")
+        if "memory.png" in made:
+            w("")
+            w(f"![memory]({img_rel}/memory.png)")
+        w("")
+    return "\n".join(out) + "\n"
+
+
+def write_docs(data, docs_dir):
+    """Replace the generated part of docs/benchmarks.md and its plots."""
+    img_dir = os.path.join(docs_dir, "img")
+    md = markdown(data, img_dir=img_dir, img_rel="img")
+    path = os.path.join(docs_dir, "benchmarks.md")
+    with open(path) as f:
+        text = f.read()
+    block = f"{BEGIN}\n{md}{END}"
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Latest run\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
