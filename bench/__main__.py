@@ -94,9 +94,9 @@ def echo_configs(quick):
     return [(k, s, c) for k in KINDS for s in SIZES for c in (10, 50, 200)]
 
 
-def run_echo(names, base, rounds, seconds, quick):
+def run_echo(names, base, rounds, seconds, quick, match=None):
     results = {}
-    configs = echo_configs(quick)
+    configs = [c for c in echo_configs(quick) if not match or match in f"{c[0]} {c[1]} x{c[2]}"]
     for i, (kind, size, conns) in enumerate(configs, 1):
         servers = list(names) + ([net.C_EPOLL] if kind == "protocol" else [])
         per = {name: [] for name in servers}
@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--seconds", type=float, help="seconds per network run")
     ap.add_argument("--only", help="comma-separated: overhead,echo,aiohttp,memory,callgrind")
     ap.add_argument("--loops", help="comma-separated loop names (default: all installed)")
+    ap.add_argument("--match", help="run only the echo workloads whose name contains this")
     ap.add_argument("--out", default=os.path.join("bench", "out"))
     ap.add_argument("--docs", action="store_true", help="write the report into docs/benchmarks.md")
     args = ap.parse_args()
@@ -176,8 +177,8 @@ def main():
     default = {"overhead", "echo", "aiohttp", "memory"} | (set() if args.quick else {"callgrind"})
     parts = set(args.only.split(",")) if args.only else default
     quick = args.quick
-    rounds = args.rounds or (1 if quick else 3)
-    seconds = args.seconds or (1.5 if quick else 3.0)
+    rounds = args.rounds or (1 if quick else 2)
+    seconds = args.seconds or (1.5 if quick else 2.0)
     started = time.time()
     data = {"date": datetime.date.today().isoformat(), "versions": versions(),
             "quick": quick, "rounds": rounds, "seconds": seconds, "baseline": base,
@@ -191,7 +192,7 @@ def main():
                                         scale=0.1 if quick else 0.5)
     if "echo" in parts:
         progress("echo (C load generator, closed loop)")
-        data["echo"] = run_echo(names, base, rounds, seconds, quick)
+        data["echo"] = run_echo(names, base, rounds, seconds, quick, args.match)
     if "aiohttp" in parts:
         progress("aiohttp hello world (wrk -t1 -c50)")
         data["aiohttp"] = run_aiohttp(names, base, rounds, seconds)
@@ -202,7 +203,7 @@ def main():
     if "callgrind" in parts:
         from bench import callgrind
         progress("callgrind instruction counts (loop overhead)")
-        data["callgrind"] = callgrind.run([n for n in names if n in ("uvloop", "aioloop", "asyncio")],
+        data["callgrind"] = callgrind.run([n for n in names if n in ("uvloop", "aioloop")],
                                           progress)
     data["wall_s"] = round(time.time() - started, 1)
 
