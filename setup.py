@@ -1,9 +1,13 @@
 """Build of the C extension aioloop._core (metadata lives in pyproject.toml).
 
 AIOLOOP_SANITIZE=address|thread builds the extension with that sanitizer;
-AIOLOOP_DEBUG=1 builds without optimisation."""
+AIOLOOP_DEBUG=1 builds without optimisation.  The io_uring engine is built
+when liburing's headers are found (Debian: liburing-dev); AIOLOOP_URING=0
+leaves it out, and then only the threads engine exists."""
 import glob
 import os
+import subprocess
+import tempfile
 
 from setuptools import Extension, setup
 
@@ -16,6 +20,29 @@ if san == "address":
 elif san == "thread":
     cflags += ["-fsanitize=thread"]
     ldflags += ["-fsanitize=thread"]
+
+
+def have_liburing():
+    """Whether a program using liburing compiles and links here."""
+    if os.environ.get("AIOLOOP_URING", "1") == "0":
+        return False
+    cc = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <liburing.h>\nint main(void){struct io_uring r;"
+                    "return io_uring_queue_init(2, &r, 0);}\n")
+        r = subprocess.run([cc, src, "-o", os.path.join(d, "t"), "-luring"],
+                           capture_output=True)
+        return r.returncode == 0
+
+
+if have_liburing():
+    cflags += ["-DAIO_HAVE_URING"]
+    ldflags += ["-luring"]
+else:
+    print("aioloop: liburing not found (Debian: liburing-dev): building the threads engine only")
+
 if os.environ.get("AIOLOOP_DEBUG"):
     cflags += ["-O0", "-g3"]
 else:

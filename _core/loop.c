@@ -623,8 +623,46 @@ static int engine_ensure(LoopObject *L)
     return L->engine_ready ? 0 : -1;
 }
 
+/* The io_uring engine: one io_uring_enter submits what the iteration queued
+ * and sleeps; the loop's epoll descriptor is watched from inside the ring
+ * and read without blocking when it fired (or fired last time: readiness
+ * is level-triggered and the ring only sees new wakeups). */
+static int loop_poll_uring(LoopObject *L, int timeout_ms)
+{
+    struct epoll_event events[64];
+    aio_wakeup *w = &L->engine.cq_wake;
+    aio_wakeup_sleep_begin(w);
+    if (!aio_mpsc_empty(&L->engine.cq) || L->epoll_hot)
+        timeout_ms = 0;
+    int rc;
+    if (timeout_ms == 0) {
+        rc = aio_uring_wait(&L->engine, 0);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = aio_uring_wait(&L->engine, timeout_ms);
+        Py_END_ALLOW_THREADS
+    }
+    int n = 0;
+    if (rc > 0 || L->epoll_hot) {
+        n = epoll_wait(L->epfd, events, 64, 0);
+        L->epoll_hot = n > 0;
+    }
+    if (aio_wakeup_sleep_end(w) || n > 0)
+        aio_wakeup_drain(w);
+    if (rc == -EINTR)
+        return PyErr_CheckSignals();
+    if (rc < 0) {
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return n > 0 ? aio_fd_dispatch(L, events, n) : 0;
+}
+
 static int loop_poll(LoopObject *L, int timeout_ms)
 {
+    if (L->engine.uring != NULL)
+        return loop_poll_uring(L, timeout_ms);
     struct epoll_event events[64];
     aio_wakeup *w = &L->engine.cq_wake;
     aio_wakeup_sleep_begin(w);
@@ -693,7 +731,8 @@ static int loop_run_once(LoopObject *L)
     /* With callbacks waiting there is nothing to sleep for, and completions
      * arrive through the queue, not through epoll: skip the syscall unless
      * readiness callbacks are registered (they must not starve). */
-    if ((timeout_ms != 0 || L->nfds_watched > 0) && loop_poll(L, timeout_ms) < 0)
+    if ((timeout_ms != 0 || L->nfds_watched > 0 || L->engine.uring != NULL) &&
+        loop_poll(L, timeout_ms) < 0)
         return -1;
     /* The same order as asyncio's _run_once, whose ready list is [callbacks
      * scheduled before this iteration, I/O events, due timers]: run the
@@ -961,12 +1000,17 @@ static PyObject *loop_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", "inline_writes",
-                             NULL};
-    int threads = 0, resolver = 0, inline_writes = 0;
+                             "engine", "ring_buffers", NULL};
+    int threads = 0, resolver = 0, inline_writes = 0, ring_buffers = 256;
     Py_ssize_t bufsize = 65536;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinp:Loop", kwlist, &threads, &resolver,
-                                     &bufsize, &inline_writes))
+    const char *engine = "threads";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinpsi:Loop", kwlist, &threads, &resolver,
+                                     &bufsize, &inline_writes, &engine, &ring_buffers))
         return -1;
+    if (strcmp(engine, "threads") != 0 && strcmp(engine, "uring") != 0) {
+        PyErr_Format(PyExc_ValueError, "engine must be 'threads' or 'uring', not '%s'", engine);
+        return -1;
+    }
     L->inline_writes = (char)inline_writes;
     if (L->engine_ready) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is already initialized");
@@ -997,8 +1041,25 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
         aio_engine_destroy(&L->engine);
         return -1;
     }
+    if (strcmp(engine, "uring") == 0) {
+        rc = ring_buffers > 0 ? aio_engine_use_uring(&L->engine, L->epfd, (unsigned)ring_buffers)
+                              : -EINVAL;
+        if (rc < 0) {
+            PyErr_Format(PyExc_OSError, "io_uring engine unavailable: %s%s", strerror(-rc),
+                         rc == -ENOSYS ? " (aioloop was built without liburing)" : "");
+            close(L->epfd);
+            L->epfd = -1;
+            aio_engine_destroy(&L->engine);
+            return -1;
+        }
+    }
     L->engine_ready = 1;
     return 0;
+}
+
+static PyObject *loop_engine_kind(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(L->engine.uring != NULL ? "uring" : "threads");
 }
 
 static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
@@ -1108,13 +1169,17 @@ static PyObject *loop_engine_stats(LoopObject *L, PyObject *Py_UNUSED(ignored))
         started += L->engine.io[i].started;
     for (int i = 0; i < L->engine.nblocking; i++)
         started += L->engine.blocking[i].started;
+    uint64_t u[4];
+    aio_uring_counters(&L->engine, u);
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:K,s:L,s:K,s:L}", "threads", L->engine.nio,
+        "{s:i,s:i,s:i,s:K,s:L,s:K,s:L,s:K,s:K,s:K,s:K}", "threads", L->engine.nio,
         "resolver_threads", L->engine.nblocking, "started_threads", started,
         "loop_wakeups", (unsigned long long)atomic_load(&L->engine.cq_wake.writes),
         "inflight", (long long)atomic_load(&L->engine.inflight),
         "iterations", (unsigned long long)L->iterations,
-        "buffers_outstanding", (long long)atomic_load(&L->engine.pool.outstanding));
+        "buffers_outstanding", (long long)atomic_load(&L->engine.pool.outstanding),
+        "uring_enobufs", (unsigned long long)u[0], "uring_enters", (unsigned long long)u[1],
+        "uring_sq_full", (unsigned long long)u[2], "uring_buffers_held", (unsigned long long)u[3]);
 }
 
 static PyMethodDef loop_methods[] = {
@@ -1142,6 +1207,7 @@ static PyMethodDef loop_methods[] = {
     {"_remove_reader", (PyCFunction)aio_loop_remove_reader, METH_O, NULL},
     {"_remove_writer", (PyCFunction)aio_loop_remove_writer, METH_O, NULL},
     {"_fd_events", (PyCFunction)aio_loop_fd_events, METH_O, NULL},
+    {"_engine_kind", (PyCFunction)loop_engine_kind, METH_NOARGS, NULL},
     {"_engine_stats", (PyCFunction)loop_engine_stats, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -37,6 +37,7 @@ typedef struct {
     aio_qnode *backlog;
     aio_stream *streams;     /* live streams (transports, listeners) */
     char inline_writes;      /* write() tries one send() before queueing */
+    char epoll_hot;          /* uring: epfd reported events last time; look again */
     int engine_ready;
     aio_engine engine;
     pyreq inflight;          /* sentinel of the in-flight list */

@@ -84,6 +84,8 @@ static int aio_exec(PyObject *m)
         intern(&st->str_buffer_updated, "buffer_updated") < 0 ||
         intern(&st->str_connection_lost, "connection_lost") < 0)
         return -1;
+    if (PyModule_AddIntConstant(m, "URING_COMPILED", aio_uring_compiled()) < 0)
+        return -1;
     if (PyModule_AddIntConstant(m, "DEFAULT_THREADS", aio_default_threads()) < 0)
         return -1;
     return 0;

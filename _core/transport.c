@@ -1209,13 +1209,15 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
          * worker may still be looking at our descriptor: put a socket that
          * never listens in its place (same number, so nothing else can get
          * it) and close the real one now.  CLOSE frees the placeholder. */
+        aio_stream_pause(l->stream);
+        /* CLOSE first: on io_uring it cancels the accept in the ring at
+         * once, which holds its own reference to the socket. */
+        int rc = aio_stream_control(&l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
         int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (ph >= 0) {
             dup3(ph, l->fd, O_CLOEXEC);
             close(ph);
         }
-        aio_stream_pause(l->stream);
-        int rc = aio_stream_control(&l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
         if (rc < 0)
             return PyErr_NoMemory();
     }
@@ -1360,7 +1362,7 @@ static void stream_unlink_free(LoopObject *L, aio_stream *s)
     if (s->lnext)
         s->lnext->lprev = s->lprev;
     PyObject *owner = s->owner;
-    free(s);
+    aio_stream_free(s);
     Py_DECREF(owner);
 }
 

@@ -99,15 +99,32 @@ _unix = unix_events._UnixSelectorEventLoop
 _selector_loop = selector_events.BaseSelectorEventLoop
 
 
+# Whether io_uring worked in this process: None until the first "auto" loop
+# tries it; a refusal (seccomp, io_uring_disabled, old kernel) is remembered.
+_URING_USABLE = None if _core.URING_COMPILED else False
+
+
 class Loop(_core.Loop, base_events.BaseEventLoop):
     """An asyncio event loop whose I/O is done by background completion threads.
 
+    ``engine``: ``"auto"`` (default, or ``AIOLOOP_ENGINE``), ``"uring"`` or
+    ``"threads"``.  ``auto`` takes io_uring when this build has it and the
+    kernel lets a ring be set up (containers often forbid it), else the
+    completion threads; ``uring`` raises OSError where io_uring is refused.
+    ``ring_buffers``: io_uring provided read buffers (a power of two,
+    default 256, each ``buffer_size`` bytes).
     ``threads``: completion threads for socket I/O (default: ``AIOLOOP_THREADS``
     or half the cores, at most 8).  ``resolver_threads``: threads for blocking
     getaddrinfo/getnameinfo calls (default 2).
     """
 
-    def __init__(self, *, threads=None, resolver_threads=None, inline_writes=None):
+    def __init__(self, *, engine=None, threads=None, resolver_threads=None, inline_writes=None,
+                 ring_buffers=None):
+        if engine is None:
+            engine = os.environ.get("AIOLOOP_ENGINE") or "auto"
+        if engine not in ("auto", "uring", "threads"):
+            self._closed = True
+            raise ValueError(f"engine must be 'auto', 'uring' or 'threads', not {engine!r}")
         if threads is None:
             threads = _env_int("AIOLOOP_THREADS")
         if resolver_threads is None:
@@ -115,8 +132,24 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         try:
             if inline_writes is None:
                 inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "thread") == "inline"
-            _core.Loop.__init__(self, threads=threads, resolver_threads=resolver_threads,
-                                inline_writes=inline_writes)
+            kw = dict(threads=threads, resolver_threads=resolver_threads,
+                      inline_writes=inline_writes)
+            if ring_buffers is not None:
+                kw["ring_buffers"] = ring_buffers
+            if engine == "auto":
+                global _URING_USABLE
+                engine = "threads"
+                if _URING_USABLE is not False:
+                    try:
+                        _core.Loop.__init__(self, engine="uring", **kw)
+                        _URING_USABLE = True
+                        engine = None
+                    except OSError:
+                        _URING_USABLE = False   # refused here: the portable engine
+                if engine is not None:
+                    _core.Loop.__init__(self, engine="threads", **kw)
+            else:
+                _core.Loop.__init__(self, engine=engine, **kw)
         except BaseException:
             self._closed = True   # nothing to close; keeps __del__ quiet
             raise
@@ -428,5 +461,5 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
 
     @property
     def engine(self):
-        """The completion engine in use: ``"threads"``."""
-        return "threads"
+        """The completion engine in use: ``"uring"`` or ``"threads"``."""
+        return self._engine_kind()

@@ -1,14 +1,31 @@
-"""Test configuration: every async test runs on aioloop and on asyncio's own
-loop (through pytest-asyncio's loop-factory hook), so a behaviour that
-differs between the two fails one of the pair."""
+"""Test configuration: every async test runs on aioloop -- once per engine
+this machine offers (io_uring and the completion threads) -- and on
+asyncio's own loop (through pytest-asyncio's loop-factory hook), so a
+behaviour that differs between them fails one of the set."""
 import asyncio
+import functools
 import gc
 
 import pytest
 
 import aioloop
 
-FACTORIES = {"aioloop": aioloop.new_event_loop, "asyncio": asyncio.SelectorEventLoop}
+
+def engines():
+    """The engines usable here: always "threads", "uring" where the build
+    has it and the kernel allows a ring."""
+    found = ["threads"]
+    try:
+        aioloop.new_event_loop(engine="uring").close()
+        found.append("uring")
+    except OSError:
+        pass
+    return found
+
+
+ENGINES = engines()
+FACTORIES = {f"aioloop-{e}": functools.partial(aioloop.new_event_loop, engine=e) for e in ENGINES}
+FACTORIES["asyncio"] = asyncio.SelectorEventLoop
 
 
 def pytest_asyncio_loop_factories(config, item):
@@ -28,10 +45,10 @@ def any_loop(request):
     gc.collect()
 
 
-@pytest.fixture
-def aloop():
-    """A fresh aioloop loop, closed afterwards."""
-    loop = aioloop.new_event_loop()
+@pytest.fixture(params=ENGINES)
+def aloop(request):
+    """A fresh aioloop loop of each engine, closed afterwards."""
+    loop = aioloop.new_event_loop(engine=request.param)
     yield loop
     if not loop.is_closed():
         loop.close()

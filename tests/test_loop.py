@@ -562,7 +562,7 @@ def test_close_with_resolution_in_flight(aloop):
 
 def test_loop_is_an_abstract_event_loop(aloop):
     assert isinstance(aloop, asyncio.AbstractEventLoop)
-    assert aloop.engine == "threads"
+    assert aloop.engine in ("threads", "uring")
     assert "Loop" in repr(aloop)
 
 

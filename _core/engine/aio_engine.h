@@ -143,12 +143,15 @@ typedef struct aio_req {
             struct iovec *iov;       /* advanced in place as bytes go out */
             int iovcnt, iovpos;
             size_t sent;
+            struct msghdr msg;       /* uring: the sendmsg in the ring */
         } wr;
         struct {                     /* READ: lives in a pool buffer, data after it */
             struct aio_stream *s;
-            struct aio_pool *pool;
+            struct aio_pool *pool;   /* threads: the buffer's pool, or NULL */
             char *data;
             size_t cap;
+            struct aio_uring *ring;  /* uring: the provided buffer's ring, or NULL */
+            unsigned bid;
         } rd;
         struct {                     /* ACCEPT: result is the new descriptor */
             struct aio_stream *s;
@@ -199,7 +202,14 @@ typedef struct aio_stream {
     int readable;            /* an edge arrived and was not drained yet */
     int hup;                 /* the peer's FIN or an error was reported */
     int done_reading;        /* EOF or error delivered */
-    aio_req *wreq;           /* a write waiting for EPOLLOUT */
+    aio_req *wreq;           /* a write waiting for EPOLLOUT (uring: in the ring) */
+    /* uring backend: loop thread only. */
+    int u_armed;             /* a recv or accept is in the ring */
+    int u_inflight;          /* operations of this stream in the ring */
+    int u_starved;           /* on the ring's list of streams out of buffers */
+    aio_req *u_close;        /* CLOSE waiting for the in-flight operations */
+    aio_req *u_acc;          /* the accept in the ring */
+    struct aio_stream *u_next_starved;
 } aio_stream;
 
 typedef struct aio_worker {
@@ -226,6 +236,7 @@ struct aio_engine {
     aio_pool pool;           /* read buffers */
     _Atomic int64_t inflight;/* submitted and not yet flushed */
     int stopped;             /* loop thread only: aio_engine_stop ran */
+    struct aio_uring *uring; /* the io_uring backend, or NULL for threads */
 };
 
 /* Number of I/O workers when AIOLOOP_THREADS is unset: half the cores,
@@ -274,6 +285,8 @@ int aio__execute(aio_worker *w, aio_req *r, aio_chain *out);
 /* Creates a stream for fd served by the next I/O worker, paused (no read or
  * accept completions until aio_stream_resume).  NULL on ENOMEM. */
 aio_stream *aio_stream_new(aio_engine *e, int fd, int kind, int credits, void *owner);
+/* Frees a stream after its CLOSE came back (or the engine stopped). */
+void aio_stream_free(aio_stream *s);
 /* Submits a request to the stream's worker.  Returns 0 or -errno. */
 int aio_stream_submit(aio_engine *e, aio_stream *s, aio_req *r);
 /* Submits a control request (START, REARM, CLOSE). Returns 0 or -errno. */
@@ -288,5 +301,39 @@ int aio__stream_execute(aio_worker *w, aio_req *r, aio_chain *out);
 void aio__stream_event(aio_worker *w, aio_stream *s, uint32_t events, aio_chain *out);
 /* Bytes of payload a read completion can carry. */
 size_t aio_read_capacity(aio_engine *e);
+
+/* ---- the io_uring backend (uring.c) ----
+ *
+ * The loop thread owns one ring and reaps it itself: streams' reads
+ * (recv into a provided-buffer ring), accepts and writes (sendmsg of the
+ * queued iovecs) are submissions; completions become the same aio_req
+ * completions the threads backend pushes, so transports do not know which
+ * backend runs.  Submissions are batched and entered once per loop
+ * iteration, in aio_uring_wait. */
+struct aio_uring;
+/* 1 when this build has io_uring support. */
+int aio_uring_compiled(void);
+/* Sets up a ring for e (after aio_engine_init) with nbufs provided read
+ * buffers (a power of two) of the pool's buffer size.  Returns 0 or -errno:
+ * -ENOSYS when the build lacks io_uring, or what the kernel refused. */
+int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs);
+/* Enters the ring once: submits what is queued and waits up to timeout_ms
+ * (-1: forever, 0: not at all) for a completion.  Completions are turned
+ * into requests on the engine's completion queue.  Returns 1 when watch_fd
+ * (the loop's epoll) is readable, 0 if not, or -errno (-EINTR on a signal). */
+int aio_uring_wait(aio_engine *e, int timeout_ms);
+/* Moves what the ring completed to the engine's completion queue. */
+void aio_uring_reap(aio_engine *e);
+void aio_uring_stop(aio_engine *e);
+void aio_uring_destroy(aio_engine *e);
+/* A read completion's provided buffer goes back to its ring. */
+void aio_uring_buf_put(struct aio_uring *u, aio_req *r);
+int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r);
+int aio_uring_stream_write(aio_engine *e, aio_stream *s, aio_req *r);
+int aio_uring_stream_kick(aio_engine *e, aio_stream *s);
+/* ENOBUFS starvations, io_uring_enter calls, SQ-full submits, buffers held. */
+void aio_uring_counters(aio_engine *e, uint64_t out[4]);
+/* Advances a write request's iovecs past n sent bytes. */
+void aio_iov_advance(aio_req *r, size_t n);
 
 #endif

@@ -80,6 +80,10 @@ void aio_req_free(aio_req *r)
             aio_pool_put(r->u.rd.pool, r);
             return;
         }
+        if (r->u.rd.ring != NULL) {
+            aio_uring_buf_put(r->u.rd.ring, r);
+            return;
+        }
         break;
     default:
         break;

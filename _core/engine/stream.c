@@ -40,15 +40,28 @@ aio_stream *aio_stream_new(aio_engine *e, int fd, int kind, int credits, void *o
     s->kind = kind;
     s->credits = credits > 0 ? credits : 1;
     s->owner = owner;
-    s->worker = &e->io[e->rr_io++ % (unsigned)e->nio];
+    s->worker = e->uring ? NULL : &e->io[e->rr_io++ % (unsigned)e->nio];
     atomic_init(&s->unconsumed, 0);
     atomic_init(&s->paused, 1);
     atomic_init(&s->parked, 0);
     return s;
 }
 
+void aio_stream_free(aio_stream *s)
+{
+    free(s->u_acc);
+    free(s->u_close);
+    free(s);
+}
+
 int aio_stream_submit(aio_engine *e, aio_stream *s, aio_req *r)
 {
+    if (e->uring != NULL) {
+        if (e->stopped)
+            return -ESHUTDOWN;
+        return r->op == AIO_OP_STREAM_WRITE ? aio_uring_stream_write(e, s, r)
+                                            : aio_uring_stream_control(e, s, r);
+    }
     return aio_engine_submit_to(e, s->worker, r);
 }
 
@@ -85,6 +98,8 @@ static int unpark(aio_engine *e, aio_stream *s)
 int aio_stream_release(aio_engine *e, aio_stream *s, int n)
 {
     atomic_fetch_sub(&s->unconsumed, n);
+    if (e->uring != NULL)
+        return aio_uring_stream_kick(e, s);
     return unpark(e, s);
 }
 
@@ -96,6 +111,8 @@ void aio_stream_pause(aio_stream *s)
 int aio_stream_resume(aio_engine *e, aio_stream *s)
 {
     atomic_store(&s->paused, 0);
+    if (e->uring != NULL)
+        return aio_uring_stream_kick(e, s);
     return unpark(e, s);
 }
 
@@ -211,6 +228,25 @@ static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
     }
 }
 
+void aio_iov_advance(aio_req *r, size_t n)
+{
+    r->u.wr.sent += n;
+    while (n > 0 && r->u.wr.iovpos < r->u.wr.iovcnt) {
+        struct iovec *v = &r->u.wr.iov[r->u.wr.iovpos];
+        if (n >= v->iov_len) {
+            n -= v->iov_len;
+            v->iov_len = 0;
+            r->u.wr.iovpos++;
+        } else {
+            v->iov_base = (char *)v->iov_base + n;
+            v->iov_len -= n;
+            n = 0;
+        }
+    }
+    while (r->u.wr.iovpos < r->u.wr.iovcnt && r->u.wr.iov[r->u.wr.iovpos].iov_len == 0)
+        r->u.wr.iovpos++;
+}
+
 /* Sends what the socket takes.  Returns 1 when the request is finished. */
 static int write_some(aio_stream *s, aio_req *r)
 {
@@ -229,21 +265,7 @@ static int write_some(aio_stream *s, aio_req *r)
             r->result = -errno;
             return 1;
         }
-        r->u.wr.sent += (size_t)n;
-        while (n > 0) {
-            struct iovec *v = &r->u.wr.iov[r->u.wr.iovpos];
-            if ((size_t)n >= v->iov_len) {
-                n -= (ssize_t)v->iov_len;
-                v->iov_len = 0;
-                r->u.wr.iovpos++;
-            } else {
-                v->iov_base = (char *)v->iov_base + n;
-                v->iov_len -= (size_t)n;
-                n = 0;
-            }
-        }
-        while (r->u.wr.iovpos < r->u.wr.iovcnt && r->u.wr.iov[r->u.wr.iovpos].iov_len == 0)
-            r->u.wr.iovpos++;
+        aio_iov_advance(r, (size_t)n);
     }
     r->result = 0;
     return 1;

@@ -207,6 +207,8 @@ int aio_engine_submit_to(aio_engine *e, aio_worker *w, aio_req *r)
 
 aio_qnode *aio_engine_flush(aio_engine *e)
 {
+    if (e->uring != NULL)
+        aio_uring_reap(e);
     aio_qnode *first = aio_mpsc_flush(&e->cq);
     int64_t n = 0;
     for (aio_qnode *q = first; q != NULL; q = q->next)
@@ -240,12 +242,14 @@ static void stop_group(aio_worker *ws, int n)
 void aio_engine_stop(aio_engine *e)
 {
     e->stopped = 1;
+    aio_uring_stop(e);
     stop_group(e->io, e->nio);
     stop_group(e->blocking, e->nblocking);
 }
 
 void aio_engine_destroy(aio_engine *e)
 {
+    aio_uring_destroy(e);
     for (int i = 0; i < e->nio; i++)
         worker_close(&e->io[i]);
     for (int i = 0; i < e->nblocking; i++)

@@ -1,0 +1,665 @@
+/* The io_uring backend of the completion engine (liburing).
+ *
+ * One ring per loop, owned and reaped by the loop thread: the kernel does the
+ * reads and writes and hands back completions, so no completion thread and no
+ * cross-thread hop sits between a socket and data_received.
+ *
+ *   - Reads: one IORING_OP_RECV per stream with IOSQE_BUFFER_SELECT from a
+ *     provided-buffer ring.  Each provided buffer starts with room for an
+ *     aio_req, so a read completion is built in place, as the threads
+ *     backend builds it in a pool buffer: no allocation per read.  A recv is
+ *     armed only while the stream may deliver (not paused, under its
+ *     credits), so flow control works as on the threads backend.
+ *   - -ENOBUFS (every buffer is held by unconsumed reads): the stream joins a
+ *     starved list and is re-armed when a buffer comes back.  Nothing is lost:
+ *     the data stays in the socket.  A read that lands on a paused stream
+ *     (the transport holds it until resume_reading) is copied out of the
+ *     ring at once, so paused streams never hold ring buffers.
+ *   - Accepts: one IORING_OP_ACCEPT at a time per listener into a
+ *     preallocated request that carries the peer address.
+ *   - Writes: the transport's one write request in flight becomes a sendmsg
+ *     of all its iovecs; a short send is resubmitted for the rest.
+ *   - Close: IORING_OP_ASYNC_CANCEL of everything on the descriptor; the
+ *     CLOSE completion is delivered once the stream's last operation is back.
+ *   - The loop's own epoll descriptor (readiness API, the eventfd that
+ *     resolver threads and call_soon_threadsafe write) is watched by a poll
+ *     in the ring, so one io_uring_enter per loop iteration both submits and
+ *     waits.  The poll is one-shot, re-armed after each event: a multishot
+ *     poll on an epoll descriptor was seen here (kernel 6.18) to miss the
+ *     wakeup of a descriptor added while it was armed.
+ *   - Submission queue full: io_uring_get_sqe returns NULL; the queue is
+ *     submitted at once and the SQE taken again.  CQ overflow: the kernel
+ *     keeps overflowed completions (IORING_FEAT_NODROP, required) and hands
+ *     them out on the next enter.
+ *   - fork: a child never touches the parent's ring (pid check); its loop
+ *     refuses new stream operations. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "aio_engine.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef AIO_HAVE_URING
+
+#include <liburing.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define READ_HDR ((sizeof(aio_req) + 15u) & ~(size_t)15u)
+#define RING_ENTRIES 1024
+#define BGID 1
+
+/* user_data: a pointer with the operation in its low bits. */
+enum { TAG_WRITE = 0, TAG_RECV = 1, TAG_ACCEPT = 2, TAG_OTHER = 3 };
+#define TAG_MASK 3u
+#define UD(p, tag) ((uint64_t)(uintptr_t)(p) | (tag))
+#define UD_EPOLL UD(NULL, TAG_OTHER)
+#define UD_IGNORE (UD(NULL, TAG_OTHER) | 4u)
+
+struct aio_uring {
+    struct io_uring ring;
+    int ring_ok;               /* ring set up and not yet torn down */
+    pid_t pid;                 /* the process that created the ring */
+    int watch_fd;              /* the loop's epoll descriptor */
+    int watch_armed;
+    int watch_ready;
+    struct io_uring_buf_ring *br;
+    size_t br_size;
+    char *bufs;                /* nbufs buffers of `stride` bytes */
+    size_t stride, cap;
+    unsigned nbufs;            /* provided buffers, a power of two */
+    int64_t outstanding;       /* buffers held by read completions */
+    int dead;                  /* destroyed while buffers were outstanding */
+    aio_engine *engine;
+    aio_stream *starved;       /* streams waiting for a buffer */
+    uint64_t n_enobufs, n_enters, n_sq_full;   /* counters for _engine_stats */
+};
+
+int aio_uring_compiled(void)
+{
+    return 1;
+}
+
+/* An SQE, submitting the queue first if it is full. */
+static struct io_uring_sqe *get_sqe(struct aio_uring *u)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (sqe == NULL) {
+        u->n_sq_full++;
+        io_uring_submit(&u->ring);
+        sqe = io_uring_get_sqe(&u->ring);
+    }
+    return sqe;
+}
+
+static void complete(aio_engine *e, aio_req *r)
+{
+    aio_add_relaxed(&e->inflight, 1);
+    aio_mpsc_push(&e->cq, &r->node);
+}
+
+static int may_read(aio_stream *s)
+{
+    return !atomic_load_explicit(&s->paused, memory_order_relaxed) &&
+           atomic_load_explicit(&s->unconsumed, memory_order_relaxed) < s->credits;
+}
+
+static int arm_watch(struct aio_uring *u)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_poll_add(sqe, u->watch_fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, UD_EPOLL);
+    u->watch_armed = 1;
+    return 0;
+}
+
+/* Arms a recv or an accept when the stream may deliver and has none. */
+static int arm(aio_engine *e, aio_stream *s)
+{
+    struct aio_uring *u = e->uring;
+    if (s->u_armed || s->u_close != NULL || s->done_reading || s->u_starved || !s->registered ||
+        !may_read(s) || !u->ring_ok)
+        return 0;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    if (s->kind == AIO_STREAM_LISTENER) {
+        aio_req *r = s->u_acc;
+        if (r == NULL && (r = s->u_acc = calloc(1, sizeof *r)) == NULL) {
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+            return -ENOMEM;
+        }
+        r->op = AIO_OP_STREAM_ACCEPT;
+        r->u.acc.s = s;
+        r->u.acc.addrlen = sizeof r->u.acc.addr;
+        io_uring_prep_accept(sqe, s->fd, (struct sockaddr *)&r->u.acc.addr, &r->u.acc.addrlen,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+        io_uring_sqe_set_data64(sqe, UD(s, TAG_ACCEPT));
+    } else {
+        io_uring_prep_recv(sqe, s->fd, NULL, u->cap, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BGID;
+        io_uring_sqe_set_data64(sqe, UD(s, TAG_RECV));
+    }
+    s->u_armed = 1;
+    s->u_inflight++;
+    return 0;
+}
+
+static void buf_add(struct aio_uring *u, unsigned bid)
+{
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->stride + READ_HDR, (unsigned)u->cap,
+                          (unsigned short)bid, io_uring_buf_ring_mask(u->nbufs), 0);
+    io_uring_buf_ring_advance(u->br, 1);
+}
+
+static void free_buffers(struct aio_uring *u)
+{
+    if (u->br != NULL)
+        munmap(u->br, u->br_size);
+    if (u->bufs != NULL)
+        munmap(u->bufs, u->stride * u->nbufs);
+    free(u);
+}
+
+void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
+{
+    u->outstanding--;
+    if (u->dead) {
+        if (u->outstanding == 0)
+            free_buffers(u);
+        return;
+    }
+    buf_add(u, r->u.rd.bid);
+    /* A buffer is back: the stream that waited longest may read again. */
+    aio_stream *s = u->starved;
+    if (s != NULL && u->ring_ok) {
+        u->starved = s->u_next_starved;
+        s->u_next_starved = NULL;
+        s->u_starved = 0;
+        (void)arm(u->engine, s);
+    }
+}
+
+static void maybe_close(aio_engine *e, aio_stream *s)
+{
+    if (s->u_close != NULL && s->u_inflight == 0) {
+        aio_req *r = s->u_close;
+        s->u_close = NULL;
+        complete(e, r);
+    }
+}
+
+static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
+{
+    struct aio_uring *u = e->uring;
+    s->u_armed = 0;
+    s->u_inflight--;
+    aio_req *r = NULL;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        r = (aio_req *)(void *)(u->bufs + (size_t)bid * u->stride);
+        r->u.rd.ring = u;
+        r->u.rd.bid = bid;
+        r->u.rd.pool = NULL;
+        r->u.rd.data = (char *)r + READ_HDR;
+        r->u.rd.cap = u->cap;
+        u->outstanding++;
+    }
+    int res = cqe->res;
+    if (res == -ENOBUFS && r == NULL && s->u_close == NULL) {
+        u->n_enobufs++;
+        if (u->outstanding < (int64_t)u->nbufs) {
+            /* Buffers came back since the kernel found the ring empty. */
+            (void)arm(e, s);
+            return;
+        }
+        /* Every buffer is held by unconsumed reads: wait for one. */
+        s->u_starved = 1;
+        s->u_next_starved = NULL;
+        aio_stream **pp = &u->starved;
+        while (*pp != NULL)
+            pp = &(*pp)->u_next_starved;
+        *pp = s;
+        return;
+    }
+    if (s->u_close != NULL || (res == -ECANCELED && r == NULL)) {
+        /* Cancelled by close (or the data arrived as it was cancelled:
+         * the transport no longer wants it). */
+        if (r != NULL)
+            aio_uring_buf_put(u, r);
+        maybe_close(e, s);
+        return;
+    }
+    if (r != NULL && res > 0 && atomic_load_explicit(&s->paused, memory_order_relaxed)) {
+        /* The transport will hold this read until it resumes: move the data
+         * out of the ring, so that paused streams cannot starve the others
+         * of buffers. */
+        aio_req *copy = malloc(READ_HDR + (size_t)res);
+        if (copy != NULL) {
+            memcpy((char *)copy + READ_HDR, r->u.rd.data, (size_t)res);
+            aio_uring_buf_put(u, r);
+            memset(copy, 0, sizeof *copy);
+            copy->u.rd.data = (char *)copy + READ_HDR;
+            copy->u.rd.cap = (size_t)res;
+            r = copy;
+        }
+    }
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL) {
+            (void)arm(e, s);   /* try again; the data or error stays in the socket */
+            return;
+        }
+    }
+    r->op = AIO_OP_STREAM_READ;
+    r->owner = NULL;
+    r->u.rd.s = s;
+    r->result = res;
+    if (res <= 0)
+        s->done_reading = 1;
+    atomic_fetch_add(&s->unconsumed, 1);
+    complete(e, r);
+    (void)arm(e, s);
+}
+
+static void on_accept(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
+{
+    s->u_armed = 0;
+    s->u_inflight--;
+    aio_req *r = s->u_acc;
+    int res = cqe->res;
+    if (s->u_close != NULL || res == -ECANCELED) {
+        if (res >= 0)
+            close(res);
+        maybe_close(e, s);
+        return;
+    }
+    if (res == -ECONNABORTED || res == -EPROTO || res == -EINTR) {
+        (void)arm(e, s);   /* the peer gave up before we took it */
+        return;
+    }
+    s->u_acc = NULL;
+    r->result = res;
+    atomic_fetch_add(&s->unconsumed, 1);
+    complete(e, r);
+    if (res >= 0)
+        (void)arm(e, s);
+    /* An error (EMFILE, ...) is reported once; the loop pauses the listener
+     * and resumes it after a delay, which re-arms. */
+}
+
+static int submit_send(struct aio_uring *u, aio_stream *s, aio_req *r)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    memset(&r->u.wr.msg, 0, sizeof r->u.wr.msg);
+    r->u.wr.msg.msg_iov = r->u.wr.iov + r->u.wr.iovpos;
+    int cnt = r->u.wr.iovcnt - r->u.wr.iovpos;
+    r->u.wr.msg.msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt);
+    io_uring_prep_sendmsg(sqe, s->fd, &r->u.wr.msg, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, UD(r, TAG_WRITE));
+    s->u_inflight++;
+    return 0;
+}
+
+static void on_write(aio_engine *e, aio_req *r, struct io_uring_cqe *cqe)
+{
+    aio_stream *s = r->u.wr.s;
+    s->u_inflight--;
+    int res = cqe->res;
+    if (res > 0) {
+        aio_iov_advance(r, (size_t)res);
+        if (r->u.wr.iovpos < r->u.wr.iovcnt && s->u_close == NULL) {
+            if (submit_send(e->uring, s, r) == 0)
+                return;
+            res = -EBUSY;
+        }
+    }
+    s->wreq = NULL;
+    if (res == -EAGAIN || res == -EINTR) {
+        if (s->u_close == NULL && submit_send(e->uring, s, r) == 0) {
+            s->wreq = r;
+            return;
+        }
+    }
+    r->result = s->u_close != NULL && r->u.wr.iovpos < r->u.wr.iovcnt ? -ECANCELED
+                : (res < 0 ? res : 0);
+    complete(e, r);
+    maybe_close(e, s);
+}
+
+void aio_uring_reap(aio_engine *e)
+{
+    struct aio_uring *u = e->uring;
+    if (u == NULL || !u->ring_ok)
+        return;
+    for (;;) {
+        struct io_uring_cqe *cqes[64];
+        unsigned n = io_uring_peek_batch_cqe(&u->ring, cqes, 64);
+        if (n == 0)
+            break;
+        for (unsigned i = 0; i < n; i++) {
+            struct io_uring_cqe *cqe = cqes[i];
+            uint64_t ud = cqe->user_data;
+            void *p = (void *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+            switch (ud & TAG_MASK) {
+            case TAG_WRITE:
+                on_write(e, p, cqe);
+                break;
+            case TAG_RECV:
+                on_recv(e, p, cqe);
+                break;
+            case TAG_ACCEPT:
+                on_accept(e, p, cqe);
+                break;
+            default:
+                if (ud == UD_EPOLL) {
+                    u->watch_ready = 1;
+                    u->watch_armed = 0;
+                }
+                break;
+            }
+        }
+        io_uring_cq_advance(&u->ring, n);
+    }
+}
+
+int aio_uring_wait(aio_engine *e, int timeout_ms)
+{
+    struct aio_uring *u = e->uring;
+    if (getpid() != u->pid)
+        return -ECHILD;
+    if (!u->watch_armed)
+        (void)arm_watch(u);
+    int rc;
+    if (timeout_ms == 0) {
+        rc = 0;
+        if (io_uring_sq_ready(&u->ring)) {
+            u->n_enters++;
+            rc = io_uring_submit(&u->ring);
+        }
+    } else {
+        u->n_enters++;
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
+                                       .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
+        if (rc == -ETIME)
+            rc = 0;
+    }
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+        return rc;
+    u->watch_ready = 0;
+    aio_uring_reap(e);
+    int ready = u->watch_ready;
+    return rc == -EINTR ? -EINTR : ready;
+}
+
+static void cancel(struct aio_uring *u, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe != NULL) {
+        io_uring_prep_cancel64(sqe, ud, 0);
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    }
+}
+
+int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    struct aio_uring *u = e->uring;
+    r->u.ctl.s = s;
+    r->result = 0;
+    switch (r->op) {
+    case AIO_OP_STREAM_START:
+        s->registered = 1;
+        if (!u->ring_ok || getpid() != u->pid)
+            r->result = -ESHUTDOWN;
+        complete(e, r);
+        return arm(e, s);
+    case AIO_OP_STREAM_REARM:
+        free(r);
+        return arm(e, s);
+    case AIO_OP_STREAM_CLOSE:
+        s->registered = 0;
+        if (s->u_starved) {
+            aio_stream **pp = &u->starved;
+            while (*pp != s)
+                pp = &(*pp)->u_next_starved;
+            *pp = s->u_next_starved;
+            s->u_starved = 0;
+        }
+        s->u_close = r;
+        if (s->u_inflight > 0 && u->ring_ok && getpid() == u->pid) {
+            /* Cancel by user_data, not by descriptor: the owner may already
+             * have put another file under the number.  Entered now, so the
+             * ring drops its reference to the socket before close()
+             * returns (a closed server must refuse connections at once). */
+            if (s->u_armed)
+                cancel(u, UD(s, s->kind == AIO_STREAM_LISTENER ? TAG_ACCEPT : TAG_RECV));
+            if (s->wreq != NULL)
+                cancel(u, UD(s->wreq, TAG_WRITE));
+            io_uring_submit(&u->ring);
+        }
+        maybe_close(e, s);
+        return 0;
+    default:
+        r->result = -ENOSYS;
+        complete(e, r);
+        return 0;
+    }
+}
+
+int aio_uring_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    r->u.wr.s = s;
+    if (s->wreq != NULL || s->u_close != NULL || !s->registered || !e->uring->ring_ok) {
+        r->result = s->wreq != NULL ? -EBUSY : -EBADF;
+        complete(e, r);
+        return 0;
+    }
+    int rc = submit_send(e->uring, s, r);
+    if (rc < 0)
+        return rc;
+    s->wreq = r;
+    return 0;
+}
+
+int aio_uring_stream_kick(aio_engine *e, aio_stream *s)
+{
+    return arm(e, s);
+}
+
+void aio_uring_counters(aio_engine *e, uint64_t out[4])
+{
+    struct aio_uring *u = e->uring;
+    out[0] = u ? u->n_enobufs : 0;
+    out[1] = u ? u->n_enters : 0;
+    out[2] = u ? u->n_sq_full : 0;
+    out[3] = u ? (uint64_t)u->outstanding : 0;
+}
+
+int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
+{
+    if (nbufs < 1 || nbufs > 32768 || (nbufs & (nbufs - 1)) != 0)
+        return -EINVAL;
+    struct aio_uring *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return -ENOMEM;
+    u->nbufs = nbufs;
+    u->engine = e;
+    u->pid = getpid();
+    u->watch_fd = watch_fd;
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CLAMP;
+    int rc = io_uring_queue_init_params(RING_ENTRIES, &u->ring, &p);
+    if (rc == -EINVAL) {   /* older kernel: no COOP_TASKRUN */
+        memset(&p, 0, sizeof p);
+        rc = io_uring_queue_init_params(RING_ENTRIES, &u->ring, &p);
+    }
+    if (rc < 0) {
+        free(u);
+        return rc;
+    }
+    u->ring_ok = 1;
+    if (!(p.features & IORING_FEAT_NODROP) || !(p.features & IORING_FEAT_EXT_ARG)) {
+        rc = -EOPNOTSUPP;
+        goto fail;
+    }
+    u->cap = e->pool.bufsize;
+    u->stride = (READ_HDR + u->cap + 63u) & ~(size_t)63u;
+    u->bufs = mmap(NULL, u->stride * u->nbufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    u->br_size = u->nbufs * sizeof(struct io_uring_buf);
+    u->br = mmap(NULL, u->br_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (u->bufs == MAP_FAILED || u->br == MAP_FAILED) {
+        if (u->bufs == MAP_FAILED)
+            u->bufs = NULL;
+        if (u->br == MAP_FAILED)
+            u->br = NULL;
+        rc = -ENOMEM;
+        goto fail;
+    }
+    io_uring_buf_ring_init(u->br);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)u->br;
+    reg.ring_entries = u->nbufs;
+    reg.bgid = BGID;
+    rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (rc < 0)
+        goto fail;
+    for (unsigned i = 0; i < u->nbufs; i++)
+        buf_add(u, i);
+    /* Probe the operations the streams use: a kernel without one falls
+     * back to the threads backend as a whole. */
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+    if (probe == NULL) {
+        rc = -EOPNOTSUPP;
+        goto fail;
+    }
+    int ok = io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
+             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
+    io_uring_free_probe(probe);
+    if (!ok) {
+        rc = -EOPNOTSUPP;
+        goto fail;
+    }
+    e->uring = u;
+    return 0;
+fail:
+    io_uring_queue_exit(&u->ring);
+    free_buffers(u);
+    return rc;
+}
+
+void aio_uring_stop(aio_engine *e)
+{
+    struct aio_uring *u = e->uring;
+    if (u == NULL || !u->ring_ok)
+        return;
+    /* Tearing the ring down cancels what is in flight; nothing completes
+     * after this, and the loop frees what the streams still hold. */
+    io_uring_queue_exit(&u->ring);
+    u->ring_ok = 0;
+    u->starved = NULL;
+}
+
+void aio_uring_destroy(aio_engine *e)
+{
+    struct aio_uring *u = e->uring;
+    if (u == NULL)
+        return;
+    aio_uring_stop(e);
+    e->uring = NULL;
+    if (u->outstanding > 0)
+        u->dead = 1;   /* read completions still held: freed with the last */
+    else
+        free_buffers(u);
+}
+
+#else /* !AIO_HAVE_URING */
+
+int aio_uring_compiled(void)
+{
+    return 0;
+}
+
+int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
+{
+    (void)e;
+    (void)watch_fd;
+    (void)nbufs;
+    return -ENOSYS;
+}
+
+int aio_uring_wait(aio_engine *e, int timeout_ms)
+{
+    (void)e;
+    (void)timeout_ms;
+    return -ENOSYS;
+}
+
+void aio_uring_reap(aio_engine *e)
+{
+    (void)e;
+}
+
+void aio_uring_stop(aio_engine *e)
+{
+    (void)e;
+}
+
+void aio_uring_destroy(aio_engine *e)
+{
+    (void)e;
+}
+
+void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
+{
+    (void)u;
+    free(r);
+}
+
+int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    (void)e;
+    (void)s;
+    (void)r;
+    return -ENOSYS;
+}
+
+int aio_uring_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    (void)e;
+    (void)s;
+    (void)r;
+    return -ENOSYS;
+}
+
+int aio_uring_stream_kick(aio_engine *e, aio_stream *s)
+{
+    (void)e;
+    (void)s;
+    return -ENOSYS;
+}
+
+void aio_uring_counters(aio_engine *e, uint64_t out[4])
+{
+    (void)e;
+    out[0] = out[1] = out[2] = out[3] = 0;
+}
+
+#endif

@@ -1,0 +1,162 @@
+"""Engine selection and the faults each engine must absorb: buffers running
+out under many paused readers, and fork with an engine (a ring) open."""
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import aioloop
+from conftest import ENGINES
+
+
+def test_engine_argument_is_checked():
+    with pytest.raises(ValueError):
+        aioloop.new_event_loop(engine="epoll")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_is_reported(engine):
+    loop = aioloop.new_event_loop(engine=engine)
+    try:
+        assert loop.engine == engine
+    finally:
+        loop.close()
+
+
+def test_auto_engine_prefers_io_uring():
+    loop = aioloop.new_event_loop()
+    try:
+        assert loop.engine == ("uring" if "uring" in ENGINES else "threads")
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_from_environment(engine):
+    code = "import aioloop; l = aioloop.new_event_loop(); print(l.engine); l.close()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, AIOLOOP_ENGINE=engine)).stdout
+    assert out.strip() == engine
+
+
+def test_uring_refused_is_a_clear_error():
+    if "uring" in ENGINES:
+        pytest.skip("io_uring works here")
+    with pytest.raises(OSError, match="io_uring"):
+        aioloop.new_event_loop(engine="uring")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_many_paused_readers_lose_nothing(engine):
+    """Many more connections than read buffers, each paused with data
+    pending: on io_uring (given only 16 provided buffers) the ring runs dry
+    (-ENOBUFS) and streams wait for buffers; on the threads engine the pool
+    grows.  Every byte arrives once reading resumes."""
+    aloop = aioloop.new_event_loop(engine=engine, **({"ring_buffers": 16} if engine == "uring" else {}))
+    conns, size = 200, 192 * 1024
+    payload = bytes(range(256)) * (size // 256)
+
+    class Paused(asyncio.Protocol):
+        def __init__(self):
+            self.data = bytearray()
+            self.done = aloop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            if not self.data:
+                self.transport.pause_reading()
+            self.data += data
+            if len(self.data) >= size and not self.done.done():
+                self.done.set_result(None)
+
+    protos = []
+
+    def factory():
+        protos.append(Paused())
+        return protos[-1]
+
+    async def main():
+        server = await aloop.create_server(factory, "127.0.0.1", 0, backlog=conns)
+        port = server.sockets[0].getsockname()[1]
+        clients, sends = [], []
+        for _ in range(conns):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setblocking(False)
+            clients.append(s)
+            sends.append(asyncio.ensure_future(aloop.sock_sendall(s, payload)))
+        while len(protos) < conns or any(not p.data for p in protos):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)    # let reads in flight land while paused
+        for p in protos:
+            p.transport.resume_reading()
+        await asyncio.wait_for(asyncio.gather(*sends, *(p.done for p in protos)), 60)
+        assert all(bytes(p.data) == payload for p in protos)
+        if aloop.engine == "uring":
+            assert aloop._engine_stats()["uring_enobufs"] > 0   # the fault was hit
+        for s in clients:
+            s.close()
+        server.close()
+        await server.wait_closed()
+
+    try:
+        aloop.run_until_complete(main())
+    finally:
+        aloop.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fork_with_engine_open(engine):
+    """A child forked while a loop (and its ring) is open uses a loop of its
+    own; the parent's loop keeps working."""
+    loop = aioloop.new_event_loop(engine=engine)
+    try:
+        class Echo(asyncio.Protocol):
+            def connection_made(self, t):
+                self.t = t
+
+            def data_received(self, d):
+                self.t.write(d)
+
+        server = loop.run_until_complete(loop.create_server(Echo, "127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+
+        async def ping():
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"ping")
+            data = await r.readexactly(4)
+            w.close()
+            await w.wait_closed()
+            return data
+
+        assert loop.run_until_complete(ping()) == b"ping"
+        pid = os.fork()
+        if pid == 0:   # child: a fresh loop talks to the parent's server
+            code = 1
+            try:
+                child = aioloop.new_event_loop(engine=engine)
+                ok = child.run_until_complete(asyncio.wait_for(ping(), 10)) == b"ping"
+                child.close()
+                code = 0 if ok else 2
+            finally:
+                os._exit(code)
+        # The parent serves the child's connection and its own.
+        async def wait_child():
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return status
+                await asyncio.sleep(0.01)
+
+        status = loop.run_until_complete(asyncio.wait_for(wait_child(), 30))
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert loop.run_until_complete(ping()) == b"ping"
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+    finally:
+        loop.close()
