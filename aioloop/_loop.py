@@ -134,7 +134,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "thread") == "inline"
             kw = dict(threads=threads, resolver_threads=resolver_threads,
                       inline_writes=inline_writes)
-            if ring_buffers is not None:
+            if ring_buffers is None:
+                ring_buffers = _env_int("AIOLOOP_RING_BUFFERS")
+            if ring_buffers:
                 kw["ring_buffers"] = ring_buffers
             if engine == "auto":
                 global _URING_USABLE

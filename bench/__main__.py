@@ -203,8 +203,8 @@ def main():
     if "callgrind" in parts:
         from bench import callgrind
         progress("callgrind instruction counts (loop overhead)")
-        data["callgrind"] = callgrind.run([n for n in names if n in ("uvloop", "aioloop")],
-                                          progress)
+        data["callgrind"] = callgrind.run(
+            [n for n in names if n in ("uvloop", loops_mod.default_aioloop(names))], progress)
     data["wall_s"] = round(time.time() - started, 1)
 
     os.makedirs(args.out, exist_ok=True)

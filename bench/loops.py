@@ -7,6 +7,15 @@ import asyncio
 import importlib.util
 
 
+def uring_usable():
+    try:
+        import aioloop
+        aioloop.new_event_loop(engine="uring").close()
+        return True
+    except (ImportError, OSError, TypeError):
+        return False
+
+
 def available():
     """Names of the loops installed here, in report order."""
     names = ["asyncio"]
@@ -14,15 +23,15 @@ def available():
         names.append("uvloop")
     if importlib.util.find_spec("rsloop"):
         names.append("rsloop")
-    names += ["aioloop", "aioloop-inline"]
-    try:
-        import aioloop
-        engines = getattr(aioloop, "ENGINES", ())
-    except ImportError:
-        engines = ()
-    if "uring" in engines:
+    if uring_usable():
         names.append("aioloop-uring")
+    names += ["aioloop-threads", "aioloop-inline"]
     return names
+
+
+def default_aioloop(names):
+    """The name of what aioloop.new_event_loop() gives here."""
+    return "aioloop-uring" if "aioloop-uring" in names else "aioloop-threads"
 
 
 def factory(name):
@@ -36,17 +45,14 @@ def factory(name):
         return rsloop.new_event_loop
     import aioloop
     if name == "aioloop":
-        return lambda: aioloop.new_event_loop(engine="threads") if _has_engines() else aioloop.new_event_loop()
+        return aioloop.new_event_loop
+    if name == "aioloop-threads":
+        return lambda: aioloop.new_event_loop(engine="threads")
     if name == "aioloop-inline":
-        return lambda: aioloop.new_event_loop(inline_writes=True)
+        return lambda: aioloop.new_event_loop(engine="threads", inline_writes=True)
     if name == "aioloop-uring":
         return lambda: aioloop.new_event_loop(engine="uring")
     raise ValueError(f"unknown loop {name!r}")
-
-
-def _has_engines():
-    import aioloop
-    return bool(getattr(aioloop, "ENGINES", ()))
 
 
 def missing_message():
