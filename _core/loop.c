@@ -631,24 +631,24 @@ static int loop_poll_uring(LoopObject *L, int timeout_ms)
 {
     struct epoll_event events[64];
     aio_wakeup *w = &L->engine.cq_wake;
-    aio_wakeup_sleep_begin(w);
-    if (!aio_mpsc_empty(&L->engine.cq) || L->epoll_hot)
-        timeout_ms = 0;
-    int rc;
-    if (timeout_ms == 0) {
-        rc = aio_uring_wait(&L->engine, 0);
+    int rc, n = 0;
+    if (timeout_ms == 0 || L->epoll_hot) {
+        rc = aio_uring_wait(&L->engine, 0, 0);
     } else {
+        aio_wakeup_sleep_begin(w);
+        /* Re-check after announcing the sleep (see loop_poll). */
+        if (!aio_mpsc_empty(&L->engine.cq))
+            timeout_ms = 0;
         Py_BEGIN_ALLOW_THREADS
-        rc = aio_uring_wait(&L->engine, timeout_ms);
+        rc = aio_uring_wait(&L->engine, timeout_ms, L->nfds_watched > 0);
         Py_END_ALLOW_THREADS
+        /* The ring's read of the eventfd consumed the counter. */
+        (void)aio_wakeup_sleep_end(w);
     }
-    int n = 0;
     if (rc > 0 || L->epoll_hot) {
         n = epoll_wait(L->epfd, events, 64, 0);
         L->epoll_hot = n > 0;
     }
-    if (aio_wakeup_sleep_end(w) || n > 0)
-        aio_wakeup_drain(w);
     if (rc == -EINTR)
         return PyErr_CheckSignals();
     if (rc < 0) {
@@ -731,7 +731,8 @@ static int loop_run_once(LoopObject *L)
     /* With callbacks waiting there is nothing to sleep for, and completions
      * arrive through the queue, not through epoll: skip the syscall unless
      * readiness callbacks are registered (they must not starve). */
-    if ((timeout_ms != 0 || L->nfds_watched > 0 || L->engine.uring != NULL) &&
+    if ((timeout_ms != 0 || L->nfds_watched > 0 ||
+         (L->engine.uring != NULL && (L->epoll_hot || aio_uring_pending(&L->engine)))) &&
         loop_poll(L, timeout_ms) < 0)
         return -1;
     /* The same order as asyncio's _run_once, whose ready list is [callbacks

@@ -317,11 +317,16 @@ int aio_uring_compiled(void);
  * buffers (a power of two) of the pool's buffer size.  Returns 0 or -errno:
  * -ENOSYS when the build lacks io_uring, or what the kernel refused. */
 int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs);
-/* Enters the ring once: submits what is queued and waits up to timeout_ms
- * (-1: forever, 0: not at all) for a completion.  Completions are turned
- * into requests on the engine's completion queue.  Returns 1 when watch_fd
- * (the loop's epoll) is readable, 0 if not, or -errno (-EINTR on a signal). */
-int aio_uring_wait(aio_engine *e, int timeout_ms);
+/* Enters the ring at most once: submits what is queued and waits up to
+ * timeout_ms (-1: forever, 0: not at all) for a completion; before sleeping
+ * it arms a read of the engine's wakeup eventfd and, when watch_epoll, a poll
+ * of watch_fd (the loop's epoll).  Completions are turned into requests on
+ * the engine's completion queue.  Returns 1 when watch_fd was reported
+ * readable, 0 if not, or -errno (-EINTR on a signal, -ECHILD in a forked
+ * child). */
+int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll);
+/* 1 when submissions are queued or completions wait to be reaped. */
+int aio_uring_pending(aio_engine *e);
 /* Moves what the ring completed to the engine's completion queue. */
 void aio_uring_reap(aio_engine *e);
 void aio_uring_stop(aio_engine *e);

@@ -48,6 +48,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define READ_HDR ((sizeof(aio_req) + 15u) & ~(size_t)15u)
@@ -60,14 +61,18 @@ enum { TAG_WRITE = 0, TAG_RECV = 1, TAG_ACCEPT = 2, TAG_OTHER = 3 };
 #define UD(p, tag) ((uint64_t)(uintptr_t)(p) | (tag))
 #define UD_EPOLL UD(NULL, TAG_OTHER)
 #define UD_IGNORE (UD(NULL, TAG_OTHER) | 4u)
+#define UD_EVENTFD (UD(NULL, TAG_OTHER) | 8u)
 
 struct aio_uring {
     struct io_uring ring;
     int ring_ok;               /* ring set up and not yet torn down */
-    pid_t pid;                 /* the process that created the ring */
+    unsigned fork_gen;         /* fork_generation when the ring was set up */
     int watch_fd;              /* the loop's epoll descriptor */
     int watch_armed;
     int watch_ready;
+    int efd;                   /* the engine's wakeup eventfd, read by the ring */
+    int efd_armed;
+    uint64_t efd_value;        /* where the ring's read of the eventfd lands */
     struct io_uring_buf_ring *br;
     size_t br_size;
     char *bufs;                /* nbufs buffers of `stride` bytes */
@@ -79,6 +84,26 @@ struct aio_uring {
     aio_stream *starved;       /* streams waiting for a buffer */
     uint64_t n_enobufs, n_enters, n_sq_full;   /* counters for _engine_stats */
 };
+
+/* Bumped in every child after fork: a ring set up before belongs to the
+ * parent (its memory is shared with it) and is never used again. */
+static _Atomic unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add(&fork_generation, 1);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+static int forked(struct aio_uring *u)
+{
+    return atomic_load_explicit(&fork_generation, memory_order_relaxed) != u->fork_gen;
+}
 
 int aio_uring_compiled(void)
 {
@@ -107,6 +132,20 @@ static int may_read(aio_stream *s)
 {
     return !atomic_load_explicit(&s->paused, memory_order_relaxed) &&
            atomic_load_explicit(&s->unconsumed, memory_order_relaxed) < s->credits;
+}
+
+/* The engine's wakeup eventfd (call_soon_threadsafe, resolver threads) is
+ * read by the ring itself: the read both wakes the loop and consumes the
+ * counter, so a cross-thread wakeup costs no extra syscall. */
+static int arm_eventfd(struct aio_uring *u)
+{
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_read(sqe, u->efd, &u->efd_value, sizeof u->efd_value, 0);
+    io_uring_sqe_set_data64(sqe, UD_EVENTFD);
+    u->efd_armed = 1;
+    return 0;
 }
 
 static int arm_watch(struct aio_uring *u)
@@ -366,6 +405,8 @@ void aio_uring_reap(aio_engine *e)
                 if (ud == UD_EPOLL) {
                     u->watch_ready = 1;
                     u->watch_armed = 0;
+                } else if (ud == UD_EVENTFD) {
+                    u->efd_armed = 0;
                 }
                 break;
             }
@@ -374,21 +415,29 @@ void aio_uring_reap(aio_engine *e)
     }
 }
 
-int aio_uring_wait(aio_engine *e, int timeout_ms)
+int aio_uring_pending(aio_engine *e)
 {
     struct aio_uring *u = e->uring;
-    if (getpid() != u->pid)
+    return u->ring_ok && (io_uring_sq_ready(&u->ring) || io_uring_cq_ready(&u->ring));
+}
+
+int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
+{
+    struct aio_uring *u = e->uring;
+    if (forked(u) || !u->ring_ok)
         return -ECHILD;
-    if (!u->watch_armed)
-        (void)arm_watch(u);
-    int rc;
+    int rc = 0;
     if (timeout_ms == 0) {
-        rc = 0;
         if (io_uring_sq_ready(&u->ring)) {
             u->n_enters++;
             rc = io_uring_submit(&u->ring);
         }
     } else {
+        /* About to sleep: whatever can wake the loop must be in the ring. */
+        if (!u->efd_armed)
+            (void)arm_eventfd(u);
+        if (watch_epoll && !u->watch_armed)
+            (void)arm_watch(u);
         u->n_enters++;
         struct io_uring_cqe *cqe;
         struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
@@ -422,7 +471,7 @@ int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
     switch (r->op) {
     case AIO_OP_STREAM_START:
         s->registered = 1;
-        if (!u->ring_ok || getpid() != u->pid)
+        if (!u->ring_ok || forked(u))
             r->result = -ESHUTDOWN;
         complete(e, r);
         return arm(e, s);
@@ -439,7 +488,7 @@ int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
             s->u_starved = 0;
         }
         s->u_close = r;
-        if (s->u_inflight > 0 && u->ring_ok && getpid() == u->pid) {
+        if (s->u_inflight > 0 && u->ring_ok && !forked(u)) {
             /* Cancel by user_data, not by descriptor: the owner may already
              * have put another file under the number.  Entered now, so the
              * ring drops its reference to the socket before close()
@@ -497,7 +546,9 @@ int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
         return -ENOMEM;
     u->nbufs = nbufs;
     u->engine = e;
-    u->pid = getpid();
+    pthread_once(&atfork_once, register_atfork);
+    u->fork_gen = atomic_load(&fork_generation);
+    u->efd = e->cq_wake.fd;
     u->watch_fd = watch_fd;
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
@@ -605,11 +656,18 @@ int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
     return -ENOSYS;
 }
 
-int aio_uring_wait(aio_engine *e, int timeout_ms)
+int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
 {
     (void)e;
     (void)timeout_ms;
+    (void)watch_epoll;
     return -ENOSYS;
+}
+
+int aio_uring_pending(aio_engine *e)
+{
+    (void)e;
+    return 0;
 }
 
 void aio_uring_reap(aio_engine *e)
