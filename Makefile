@@ -1,7 +1,7 @@
 # Developer targets.  The README's two quick-start commands need none of this.
 PYTHON ?= python3
 
-.PHONY: build test engine-test sanitize sanitize-python conformance bench clean
+.PHONY: build test engine-test sanitize sanitize-python conformance bench bench-quick bench-callgrind clean
 
 build:                 ## build the extension in place
 	$(PYTHON) setup.py -q build_ext --inplace
@@ -19,14 +19,21 @@ sanitize:              ## the engine's C unit tests under TSan, then ASan+UBSan 
 sanitize-python:       ## the Python suite against an ASan+UBSan build of the extension
 	AIOLOOP_SANITIZE=address $(PYTHON) setup.py -q build_ext --inplace --force
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	    $(PYTHON) -m pytest tests/test_loop.py tests/test_streams.py -k "not emfile"
+	    $(PYTHON) -m pytest tests/test_loop.py tests/test_streams.py tests/test_engines.py \
+	    -k "not emfile and not fork"
 	$(PYTHON) setup.py -q build_ext --inplace --force
 
 conformance: build     ## CPython's asyncio test mixins against aioloop
 	$(PYTHON) tests/conformance/run.py -v
 
-bench: build
-	$(PYTHON) -m bench
+bench: build           ## the full benchmark run (about 35 minutes), written into docs/benchmarks.md
+	$(PYTHON) -m bench --docs
+
+bench-quick: build     ## about two minutes
+	$(PYTHON) -m bench --quick
+
+bench-callgrind: build ## instructions per operation of the loop-overhead workloads (valgrind)
+	$(PYTHON) -m bench --only callgrind
 
 clean:
 	rm -rf build _core/tests/build aioloop/*.so

@@ -38,6 +38,7 @@ typedef struct {
     PyObject *str_get_buffer;
     PyObject *str_buffer_updated;
     PyObject *str_connection_lost;
+    PyObject *str_sockname;
     PyObject *debug_helpers;         /* aioloop._debug, imported lazily */
 } aio_state;
 

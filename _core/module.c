@@ -82,7 +82,8 @@ static int aio_exec(PyObject *m)
         intern(&st->str_data_received, "data_received") < 0 ||
         intern(&st->str_get_buffer, "get_buffer") < 0 ||
         intern(&st->str_buffer_updated, "buffer_updated") < 0 ||
-        intern(&st->str_connection_lost, "connection_lost") < 0)
+        intern(&st->str_connection_lost, "connection_lost") < 0 ||
+        intern(&st->str_sockname, "sockname") < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "URING_COMPILED", aio_uring_compiled()) < 0)
         return -1;
@@ -133,6 +134,7 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->str_get_buffer);
     Py_CLEAR(st->str_buffer_updated);
     Py_CLEAR(st->str_connection_lost);
+    Py_CLEAR(st->str_sockname);
     return 0;
 }
 

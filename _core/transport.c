@@ -178,11 +178,39 @@ static void begin_close(TransportObject *t, PyObject *exc)
     Py_XDECREF(m);
 }
 
+/* "sockname" of an accepted connection is looked up on first use (most
+ * servers never ask: one tuple less per idle connection), at the latest
+ * just before the socket closes, so it stays available afterwards as on
+ * asyncio.  Call only while t->sock is open.  Returns 0, or -1 with an
+ * exception set. */
+static int fill_sockname(TransportObject *t)
+{
+    if (t->extra_slot == NULL || !PyDict_Check(t->extra_slot))
+        return 0;
+    int has = PyDict_Contains(t->extra_slot, tr_state(t)->str_sockname);
+    if (has != 0)
+        return has < 0 ? -1 : 0;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    PyObject *addr = NULL;
+    if (getsockname(t->fd, (struct sockaddr *)&ss, &len) == 0)
+        addr = aio_sockaddr_to_py((struct sockaddr *)&ss, len);
+    if (addr == NULL) {
+        PyErr_Clear();
+        addr = Py_NewRef(Py_None);
+    }
+    int rc = PyDict_SetItem(t->extra_slot, tr_state(t)->str_sockname, addr);
+    Py_DECREF(addr);
+    return rc;
+}
+
 /* Closes the socket object once connection_lost ran and CLOSE is back. */
 static void maybe_close_socket(TransportObject *t)
 {
     if (!t->lost_called || t->stream != NULL || t->sock == NULL)
         return;
+    if (fill_sockname(t) < 0)
+        PyErr_WriteUnraisable((PyObject *)t);
     PyObject *sock = t->sock;
     t->sock = NULL;
     PyObject *r = PyObject_CallMethod(sock, "close", NULL);
@@ -848,6 +876,18 @@ static PyObject *tr_get_extra_info(TransportObject *t, PyObject *args)
             return Py_NewRef(v);
         if (PyErr_Occurred())
             return NULL;
+        /* "sockname" of an accepted connection is looked up on first use
+         * and kept (most servers never ask: one tuple less per connection). */
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "sockname") == 0 &&
+            t->sock != NULL) {
+            if (fill_sockname(t) < 0)
+                return NULL;
+            v = PyDict_GetItemWithError(t->extra_slot, name);
+            if (v != NULL)
+                return Py_NewRef(v);
+            if (PyErr_Occurred())
+                return NULL;
+        }
     }
     return Py_NewRef(dflt);
 }

@@ -283,10 +283,12 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         self._ensure_fd_no_transport(sock)
         extra = {} if extra is None else dict(extra)
         extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            extra["sockname"] = sock.getsockname()
-        except OSError:
-            extra["sockname"] = None
+        if server is None:
+            try:
+                extra["sockname"] = sock.getsockname()
+            except OSError:
+                extra["sockname"] = None
+        # else: the transport looks "sockname" up on first use.
         if "peername" not in extra:
             try:
                 extra["peername"] = sock.getpeername()

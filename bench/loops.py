@@ -5,6 +5,7 @@ engine / write mode it offers; other asyncio loops appear when installed.
 """
 import asyncio
 import importlib.util
+import os
 
 
 def uring_usable():
@@ -52,6 +53,15 @@ def factory(name):
         return lambda: aioloop.new_event_loop(engine="threads", inline_writes=True)
     if name == "aioloop-uring":
         return lambda: aioloop.new_event_loop(engine="uring")
+    if name.startswith("aioloop-uring-"):
+        # Ring setup flag variants for measurement (not in the default list):
+        # aioloop-uring-none / -coop / -single / -defer.
+        setup = name[len("aioloop-uring-"):]
+
+        def make():
+            os.environ["AIOLOOP_URING_SETUP"] = setup
+            return aioloop.new_event_loop(engine="uring")
+        return make
     raise ValueError(f"unknown loop {name!r}")
 
 

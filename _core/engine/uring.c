@@ -83,6 +83,7 @@ struct aio_uring {
     aio_engine *engine;
     aio_stream *starved;       /* streams waiting for a buffer */
     uint64_t n_enobufs, n_enters, n_sq_full;   /* counters for _engine_stats */
+    int defer;                 /* DEFER_TASKRUN: completions only post on enter */
 };
 
 /* Bumped in every child after fork: a ring set up before belongs to the
@@ -418,7 +419,7 @@ void aio_uring_reap(aio_engine *e)
 int aio_uring_pending(aio_engine *e)
 {
     struct aio_uring *u = e->uring;
-    return u->ring_ok && (io_uring_sq_ready(&u->ring) || io_uring_cq_ready(&u->ring));
+    return u->ring_ok && (u->defer || io_uring_sq_ready(&u->ring) || io_uring_cq_ready(&u->ring));
 }
 
 int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
@@ -428,7 +429,10 @@ int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
         return -ECHILD;
     int rc = 0;
     if (timeout_ms == 0) {
-        if (io_uring_sq_ready(&u->ring)) {
+        if (u->defer) {
+            u->n_enters++;
+            rc = io_uring_submit_and_get_events(&u->ring);
+        } else if (io_uring_sq_ready(&u->ring)) {
             u->n_enters++;
             rc = io_uring_submit(&u->ring);
         }
@@ -552,7 +556,20 @@ int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
     u->watch_fd = watch_fd;
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
-    p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CLAMP;
+    /* AIOLOOP_URING_SETUP (a measurement knob, see docs/benchmarks.md):
+     * "none", or any of "coop", "single", "defer"; the default is "coop". */
+    const char *setup = getenv("AIOLOOP_URING_SETUP");
+    if (setup == NULL || *setup == '\0')
+        setup = "coop";
+    p.flags = IORING_SETUP_CLAMP;
+    if (strstr(setup, "coop"))
+        p.flags |= IORING_SETUP_COOP_TASKRUN;
+    if (strstr(setup, "single"))
+        p.flags |= IORING_SETUP_SINGLE_ISSUER;
+    if (strstr(setup, "defer")) {
+        p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+        u->defer = 1;
+    }
     int rc = io_uring_queue_init_params(RING_ENTRIES, &u->ring, &p);
     if (rc == -EINVAL) {   /* older kernel: no COOP_TASKRUN */
         memset(&p, 0, sizeof p);
