@@ -165,6 +165,8 @@ def main():
     ap.add_argument("--seconds", type=float, help="seconds per network run")
     ap.add_argument("--only", help="comma-separated: overhead,echo,aiohttp,memory,callgrind")
     ap.add_argument("--loops", help="comma-separated loop names (default: all installed)")
+    ap.add_argument("--idle", type=int, help="idle connections for the memory test")
+    ap.add_argument("--short", type=int, help="short connections for the memory test")
     ap.add_argument("--match", help="run only the echo workloads whose name contains this")
     ap.add_argument("--out", default=os.path.join("bench", "out"))
     ap.add_argument("--docs", action="store_true", help="write the report into docs/benchmarks.md")
@@ -198,6 +200,7 @@ def main():
         data["aiohttp"] = run_aiohttp(names, base, rounds, seconds)
     if "memory" in parts:
         idle, short = (2000, 20_000) if quick else (10_000, 1_000_000)
+        idle, short = args.idle or idle, args.short or short
         progress(f"memory ({idle:,} idle connections; {short:,} short connections)")
         # Memory is per engine (the write mode changes nothing there); asyncio
         # is left out of the long run to keep the full bench under an hour.
