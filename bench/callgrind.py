@@ -24,7 +24,7 @@ def count(loop, wname, n):
     env = dict(os.environ, PYTHONHASHSEED="0", AIOLOOP_THREADS="1")
     out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                           sys.executable, "-m", "bench.overhead", loop, wname, str(n)],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, timeout=600)
     m = _COLLECTED.search(out.stderr)
     if out.returncode or not m:
         raise RuntimeError(f"callgrind failed for {loop}/{wname}: {out.stderr[-500:]}")
@@ -47,4 +47,4 @@ def run(loops, progress=print):
 
 
 if __name__ == "__main__":
-    run(sys.argv[1:] or ["uvloop", "aioloop"])
+    run(sys.argv[1:] or ["uvloop", "aioloop-threads"])
