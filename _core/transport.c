@@ -30,6 +30,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#define INLINE_WRITE_MIN (32 * 1024)   /* see tr_write */
 #define READ_CREDITS 4            /* unconsumed read completions per stream */
 #define ACCEPT_CREDITS 64         /* unconsumed accepts per listener */
 #define MAX_WRITE_IOV 1024        /* buffers per WRITE request */
@@ -444,7 +445,10 @@ static PyObject *tr_write(TransportObject *t, PyObject *data)
         Py_RETURN_NONE;
     }
     size_t sent = 0;
-    if (t->inline_writes && t->wq_len == 0 && t->wreq == NULL) {
+    /* With nothing queued, a large write is sent from the loop thread right
+     * away (while the bytes are in this core's cache); smaller ones go to
+     * the engine, batched (measured in docs/benchmarks.md). */
+    if ((t->inline_writes || len >= INLINE_WRITE_MIN) && t->wq_len == 0 && t->wreq == NULL) {
         ssize_t n;
         do {
             n = send(t->fd, view.buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);

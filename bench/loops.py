@@ -53,6 +53,8 @@ def factory(name):
         return lambda: aioloop.new_event_loop(engine="threads", inline_writes=True)
     if name == "aioloop-uring":
         return lambda: aioloop.new_event_loop(engine="uring")
+    if name == "aioloop-uring-inline":
+        return lambda: aioloop.new_event_loop(engine="uring", inline_writes=True)
     if name.startswith("aioloop-uring-"):
         # Ring setup flag variants for measurement (not in the default list):
         # aioloop-uring-none / -coop / -single / -defer.
