@@ -14,6 +14,8 @@ from setuptools import Extension, setup
 cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-fvisibility=hidden"]
 ldflags = ["-lpthread"]
 san = os.environ.get("AIOLOOP_SANITIZE", "")
+if san:
+    cflags += ["-DAIO_DEBUG"]
 if san == "address":
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     ldflags += ["-fsanitize=address,undefined"]
@@ -44,7 +46,7 @@ else:
     print("aioloop: liburing not found (Debian: liburing-dev): building the threads engine only")
 
 if os.environ.get("AIOLOOP_DEBUG"):
-    cflags += ["-O0", "-g3"]
+    cflags += ["-O0", "-g3", "-DAIO_DEBUG"]
 else:
     cflags += ["-O2"]
 

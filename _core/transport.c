@@ -606,8 +606,17 @@ static int deliver_eof(TransportObject *t)
     return 0;
 }
 
+/* Reads held while reading is paused never keep an io_uring provided
+ * buffer: the other streams may need it to make progress. */
+static aio_req *stash_own(aio_req *r)
+{
+    aio_req *copy = aio_read_detach(r);
+    return copy != NULL ? copy : r;
+}
+
 static void stash_push_front(TransportObject *t, aio_req *r)
 {
+    r = stash_own(r);
     r->node.next = t->stash_first;
     t->stash_first = &r->node;
     if (t->stash_last == NULL)
@@ -616,6 +625,7 @@ static void stash_push_front(TransportObject *t, aio_req *r)
 
 static void stash_push_back(TransportObject *t, aio_req *r)
 {
+    r = stash_own(r);
     r->node.next = NULL;
     if (t->stash_last)
         t->stash_last->next = &r->node;

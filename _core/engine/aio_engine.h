@@ -23,6 +23,15 @@
 
 #include "aio_atomic.h"
 
+/* Invariants checked in debug builds (AIOLOOP_DEBUG=1, the sanitizer builds
+ * and the engine's C tests define AIO_DEBUG); free in release builds. */
+#ifdef AIO_DEBUG
+#include <assert.h>
+#define AIO_DEBUG_ASSERT(cond) assert(cond)
+#else
+#define AIO_DEBUG_ASSERT(cond) ((void)0)
+#endif
+
 /* ---- intrusive MPSC queue (Treiber stack, flushed in one exchange) ---- */
 
 typedef struct aio_qnode {
@@ -209,7 +218,7 @@ typedef struct aio_stream {
     int u_starved;           /* on the ring's list of streams out of buffers */
     aio_req *u_close;        /* CLOSE waiting for the in-flight operations */
     aio_req *u_acc;          /* the accept in the ring */
-    struct aio_stream *u_next_starved;
+    struct aio_stream *u_next_starved, *u_prev_starved;
 } aio_stream;
 
 typedef struct aio_worker {
@@ -331,6 +340,10 @@ int aio_uring_pending(aio_engine *e);
 void aio_uring_reap(aio_engine *e);
 void aio_uring_stop(aio_engine *e);
 void aio_uring_destroy(aio_engine *e);
+/* A read completion that holds a provided buffer, copied into memory of its
+ * own so the buffer can go back (used for reads held while a transport is
+ * paused).  NULL when there is nothing to detach or memory is short. */
+aio_req *aio_read_detach(aio_req *r);
 /* A read completion's provided buffer goes back to its ring. */
 void aio_uring_buf_put(struct aio_uring *u, aio_req *r);
 int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r);

@@ -149,6 +149,7 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
             r->u.rd.cap = 0;
         } else {
             r->u.rd.pool = pool;
+            r->u.rd.ring = NULL;
             r->u.rd.data = (char *)r + READ_HDR;
             r->u.rd.cap = pool->bufsize - READ_HDR;
             do {

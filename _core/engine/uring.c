@@ -48,6 +48,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -81,7 +82,12 @@ struct aio_uring {
     int64_t outstanding;       /* buffers held by read completions */
     int dead;                  /* destroyed while buffers were outstanding */
     aio_engine *engine;
-    aio_stream *starved;       /* streams waiting for a buffer */
+    /* Streams whose recv found no free buffer, oldest first.  Invariant: the
+     * list is non-empty only while every buffer is held by a read
+     * completion (outstanding == nbufs), because a buffer coming back is
+     * offered to the starved streams before it returns to the ring (see
+     * buf_return).  Debug builds assert it. */
+    aio_stream *starved, *starved_tail;
     uint64_t n_enobufs, n_enters, n_sq_full;   /* counters for _engine_stats */
     int defer;                 /* DEFER_TASKRUN: completions only post on enter */
 };
@@ -210,6 +216,92 @@ static void free_buffers(struct aio_uring *u)
     free(u);
 }
 
+static void starve(struct aio_uring *u, aio_stream *s)
+{
+    s->u_starved = 1;
+    s->u_next_starved = NULL;
+    s->u_prev_starved = u->starved_tail;
+    if (u->starved_tail != NULL)
+        u->starved_tail->u_next_starved = s;
+    else
+        u->starved = s;
+    u->starved_tail = s;
+    AIO_DEBUG_ASSERT(u->outstanding == (int64_t)u->nbufs);
+}
+
+static void unstarve(struct aio_uring *u, aio_stream *s)
+{
+    if (s->u_prev_starved != NULL)
+        s->u_prev_starved->u_next_starved = s->u_next_starved;
+    else
+        u->starved = s->u_next_starved;
+    if (s->u_next_starved != NULL)
+        s->u_next_starved->u_prev_starved = s->u_prev_starved;
+    else
+        u->starved_tail = s->u_prev_starved;
+    s->u_next_starved = s->u_prev_starved = NULL;
+    s->u_starved = 0;
+}
+
+/* The read completion that lives in provided buffer bid. */
+static aio_req *read_req_at(struct aio_uring *u, unsigned bid)
+{
+    aio_req *r = (aio_req *)(void *)(u->bufs + (size_t)bid * u->stride);
+    r->u.rd.ring = u;
+    r->u.rd.bid = bid;
+    r->u.rd.pool = NULL;
+    r->u.rd.data = (char *)r + READ_HDR;
+    r->u.rd.cap = u->cap;
+    return r;
+}
+
+static void deliver_read(aio_engine *e, aio_stream *s, aio_req *r, int res)
+{
+    r->op = AIO_OP_STREAM_READ;
+    r->owner = NULL;
+    r->u.rd.s = s;
+    r->result = res;
+    if (res <= 0)
+        s->done_reading = 1;
+    atomic_fetch_add(&s->unconsumed, 1);
+    complete(e, r);
+}
+
+/* A buffer came back from a read completion.  Before it returns to the ring
+ * it is offered to the starved streams, oldest first: a non-blocking recv()
+ * on the loop thread straight into it.  A stream with data (or EOF, or an
+ * error) takes the buffer and is read at once; a stream without data is
+ * armed again (its recv waits in the kernel holding no buffer) and the next
+ * starved stream is tried.  So no stream stays starved while a buffer is
+ * free: an ENOBUFS says only that the ring was empty when the recv was
+ * issued, not that the socket had data, and handing the buffer to one
+ * starved stream that turns out to have none would leave it idle in the
+ * ring while others wait with data (issue 10). */
+static void buf_return(struct aio_uring *u, unsigned bid)
+{
+    aio_engine *e = u->engine;
+    while (u->starved != NULL && u->ring_ok) {
+        aio_stream *s = u->starved;
+        unstarve(u, s);
+        if (!may_read(s) || s->u_close != NULL || s->done_reading || !s->registered)
+            continue;   /* resume_reading or the credit's release arms it */
+        aio_req *r = read_req_at(u, bid);
+        ssize_t n;
+        do {
+            n = recv(s->fd, r->u.rd.data, r->u.rd.cap, MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            (void)arm(e, s);
+            continue;
+        }
+        u->outstanding++;
+        deliver_read(e, s, r, n < 0 ? -errno : (int)n);
+        (void)arm(e, s);
+        return;
+    }
+    buf_add(u, bid);
+}
+
 void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
 {
     u->outstanding--;
@@ -218,15 +310,7 @@ void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
             free_buffers(u);
         return;
     }
-    buf_add(u, r->u.rd.bid);
-    /* A buffer is back: the stream that waited longest may read again. */
-    aio_stream *s = u->starved;
-    if (s != NULL && u->ring_ok) {
-        u->starved = s->u_next_starved;
-        s->u_next_starved = NULL;
-        s->u_starved = 0;
-        (void)arm(u->engine, s);
-    }
+    buf_return(u, r->u.rd.bid);
 }
 
 static void maybe_close(aio_engine *e, aio_stream *s)
@@ -245,30 +329,21 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
     s->u_inflight--;
     aio_req *r = NULL;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        r = (aio_req *)(void *)(u->bufs + (size_t)bid * u->stride);
-        r->u.rd.ring = u;
-        r->u.rd.bid = bid;
-        r->u.rd.pool = NULL;
-        r->u.rd.data = (char *)r + READ_HDR;
-        r->u.rd.cap = u->cap;
+        r = read_req_at(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         u->outstanding++;
     }
     int res = cqe->res;
     if (res == -ENOBUFS && r == NULL && s->u_close == NULL) {
         u->n_enobufs++;
         if (u->outstanding < (int64_t)u->nbufs) {
-            /* Buffers came back since the kernel found the ring empty. */
+            /* A buffer is in the ring (it came back since the recv was
+             * issued) or is about to be reaped with another completion:
+             * try again. */
             (void)arm(e, s);
             return;
         }
-        /* Every buffer is held by unconsumed reads: wait for one. */
-        s->u_starved = 1;
-        s->u_next_starved = NULL;
-        aio_stream **pp = &u->starved;
-        while (*pp != NULL)
-            pp = &(*pp)->u_next_starved;
-        *pp = s;
+        /* Every buffer is held by a read completion: wait for one. */
+        starve(u, s);
         return;
     }
     if (s->u_close != NULL || (res == -ECANCELED && r == NULL)) {
@@ -283,15 +358,11 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
         /* The transport will hold this read until it resumes: move the data
          * out of the ring, so that paused streams cannot starve the others
          * of buffers. */
-        aio_req *copy = malloc(READ_HDR + (size_t)res);
-        if (copy != NULL) {
-            memcpy((char *)copy + READ_HDR, r->u.rd.data, (size_t)res);
-            aio_uring_buf_put(u, r);
-            memset(copy, 0, sizeof *copy);
-            copy->u.rd.data = (char *)copy + READ_HDR;
-            copy->u.rd.cap = (size_t)res;
+        r->op = AIO_OP_STREAM_READ;
+        r->result = res;
+        aio_req *copy = aio_read_detach(r);
+        if (copy != NULL)
             r = copy;
-        }
     }
     if (r == NULL) {
         r = calloc(1, sizeof *r);
@@ -300,15 +371,31 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
             return;
         }
     }
-    r->op = AIO_OP_STREAM_READ;
-    r->owner = NULL;
-    r->u.rd.s = s;
-    r->result = res;
-    if (res <= 0)
-        s->done_reading = 1;
-    atomic_fetch_add(&s->unconsumed, 1);
-    complete(e, r);
+    deliver_read(e, s, r, res);
     (void)arm(e, s);
+}
+
+/* Returns a copy of a read completion that holds a provided buffer, in
+ * memory of its own, and gives the buffer back (to a starved stream or the
+ * ring); NULL when r holds no provided buffer or memory is short (then r is
+ * unchanged).  Loop thread. */
+aio_req *aio_read_detach(aio_req *r)
+{
+    struct aio_uring *u = r->u.rd.ring;
+    if (r->op != AIO_OP_STREAM_READ || r->u.rd.pool != NULL || u == NULL || r->result <= 0)
+        return NULL;
+    size_t n = (size_t)r->result;
+    aio_req *copy = malloc(READ_HDR + n);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, r, sizeof *copy);
+    memcpy((char *)copy + READ_HDR, r->u.rd.data, n);
+    copy->u.rd.ring = NULL;
+    copy->u.rd.pool = NULL;
+    copy->u.rd.data = (char *)copy + READ_HDR;
+    copy->u.rd.cap = n;
+    aio_uring_buf_put(u, r);
+    return copy;
 }
 
 static void on_accept(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
@@ -484,13 +571,8 @@ int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
         return arm(e, s);
     case AIO_OP_STREAM_CLOSE:
         s->registered = 0;
-        if (s->u_starved) {
-            aio_stream **pp = &u->starved;
-            while (*pp != s)
-                pp = &(*pp)->u_next_starved;
-            *pp = s->u_next_starved;
-            s->u_starved = 0;
-        }
+        if (s->u_starved)
+            unstarve(u, s);
         s->u_close = r;
         if (s->u_inflight > 0 && u->ring_ok && !forked(u)) {
             /* Cancel by user_data, not by descriptor: the owner may already
@@ -642,7 +724,7 @@ void aio_uring_stop(aio_engine *e)
      * after this, and the loop frees what the streams still hold. */
     io_uring_queue_exit(&u->ring);
     u->ring_ok = 0;
-    u->starved = NULL;
+    u->starved = u->starved_tail = NULL;
 }
 
 void aio_uring_destroy(aio_engine *e)
@@ -706,6 +788,12 @@ void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
 {
     (void)u;
     free(r);
+}
+
+aio_req *aio_read_detach(aio_req *r)
+{
+    (void)r;
+    return NULL;
 }
 
 int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
