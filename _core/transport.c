@@ -205,10 +205,19 @@ static int fill_sockname(TransportObject *t)
     return rc;
 }
 
+static void close_socket(TransportObject *t);
+
 /* Closes the socket object once connection_lost ran and CLOSE is back. */
 static void maybe_close_socket(TransportObject *t)
 {
     if (!t->lost_called || t->stream != NULL || t->sock == NULL)
+        return;
+    close_socket(t);
+}
+
+static void close_socket(TransportObject *t)
+{
+    if (t->sock == NULL)
         return;
     if (fill_sockname(t) < 0)
         PyErr_WriteUnraisable((PyObject *)t);
@@ -1476,6 +1485,11 @@ void aio_streams_shutdown(LoopObject *L)
                 t->wreq_chunks = 0;
             }
             t->stream = NULL;
+            /* A transport the user closed gets its socket closed now, as
+             * asyncio's would have been once connection_lost ran: the
+             * engine's CLOSE that was to do it will never come back. */
+            if (t->closing)
+                close_socket(t);
             t->closing = 1;
             t->close_submitted = 1;
             if (!t->conn_lost)

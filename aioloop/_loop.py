@@ -160,6 +160,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         # readiness API refuses descriptors owned by a transport.
         self._transports = weakref.WeakValueDictionary()
         self._listeners = {}            # listening socket -> _core.Listener
+        self._accept_retries = {}       # listening socket -> TimerHandle of its retry
         self._unix_server_sockets = {}  # unix listening socket -> inode
         self._signal_handlers = {}
         self._ssock = self._csock = None   # self-pipe, made for the first signal
@@ -348,14 +349,18 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                     "exception": exc,
                     "socket": trsock.TransportSocket(sock),
                 })
-                self.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_listener, sock)
             else:
                 self.call_exception_handler({
                     "message": "Error on accepting a connection",
                     "exception": exc,
                     "socket": trsock.TransportSocket(sock),
                 })
-                self.call_later(constants.ACCEPT_RETRY_DELAY, self._resume_listener, sock)
+            # One retry per listener at a time: a report that arrives while
+            # one is pending must not add a second (each retry that fails
+            # reports again, and the reports would multiply).
+            if sock not in self._accept_retries:
+                self._accept_retries[sock] = self.call_later(
+                    constants.ACCEPT_RETRY_DELAY, self._resume_listener, sock)
             return
         try:
             conn = socket.socket(sock.family, sock.type | socket.SOCK_NONBLOCK,
@@ -394,12 +399,16 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 self.call_exception_handler(context)
 
     def _resume_listener(self, sock):
+        self._accept_retries.pop(sock, None)
         listener = self._listeners.get(sock)
         if listener is not None:
             listener.resume()
 
     def _stop_serving(self, sock):
         listener = self._listeners.pop(sock, None)
+        retry = self._accept_retries.pop(sock, None)
+        if retry is not None:
+            retry.cancel()
         if listener is not None:
             listener.close()
         path = sock.getsockname() if sock in self._unix_server_sockets else None

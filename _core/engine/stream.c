@@ -209,8 +209,11 @@ static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
                 free(r);   /* the peer gave up before we took it */
                 continue;
             }
-            /* EMFILE, ENFILE, ENOBUFS, ...: report once and park; the loop
-             * pauses the listener and resumes it after a delay. */
+            /* EMFILE, ENFILE, ENOBUFS, ...: report once, pause and park;
+             * the loop resumes the listener after a delay.  Pausing here,
+             * not only when the loop sees the report, keeps further edges
+             * (more peers connecting) from reporting again meanwhile. */
+            atomic_store(&s->paused, 1);
             r->op = AIO_OP_STREAM_ACCEPT;
             r->u.acc.s = s;
             r->result = -err;

@@ -90,6 +90,8 @@ struct aio_uring {
     aio_stream *starved, *starved_tail;
     uint64_t n_enobufs, n_enters, n_sq_full;   /* counters for _engine_stats */
     int defer;                 /* DEFER_TASKRUN: completions only post on enter */
+    int stopping;              /* aio_uring_stop runs: arm nothing new */
+    int64_t ops;               /* stream operations (recv, accept, send) in the ring */
 };
 
 /* Bumped in every child after fork: a ring set up before belongs to the
@@ -171,7 +173,7 @@ static int arm(aio_engine *e, aio_stream *s)
 {
     struct aio_uring *u = e->uring;
     if (s->u_armed || s->u_close != NULL || s->done_reading || s->u_starved || !s->registered ||
-        !may_read(s) || !u->ring_ok)
+        !may_read(s) || !u->ring_ok || u->stopping)
         return 0;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (sqe == NULL)
@@ -197,6 +199,7 @@ static int arm(aio_engine *e, aio_stream *s)
     }
     s->u_armed = 1;
     s->u_inflight++;
+    u->ops++;
     return 0;
 }
 
@@ -327,6 +330,7 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
     struct aio_uring *u = e->uring;
     s->u_armed = 0;
     s->u_inflight--;
+    e->uring->ops--;
     aio_req *r = NULL;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         r = read_req_at(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
@@ -402,6 +406,7 @@ static void on_accept(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
 {
     s->u_armed = 0;
     s->u_inflight--;
+    e->uring->ops--;
     aio_req *r = s->u_acc;
     int res = cqe->res;
     if (s->u_close != NULL || res == -ECANCELED) {
@@ -436,6 +441,7 @@ static int submit_send(struct aio_uring *u, aio_stream *s, aio_req *r)
     io_uring_prep_sendmsg(sqe, s->fd, &r->u.wr.msg, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, UD(r, TAG_WRITE));
     s->u_inflight++;
+    u->ops++;
     return 0;
 }
 
@@ -443,10 +449,11 @@ static void on_write(aio_engine *e, aio_req *r, struct io_uring_cqe *cqe)
 {
     aio_stream *s = r->u.wr.s;
     s->u_inflight--;
+    e->uring->ops--;
     int res = cqe->res;
     if (res > 0) {
         aio_iov_advance(r, (size_t)res);
-        if (r->u.wr.iovpos < r->u.wr.iovcnt && s->u_close == NULL) {
+        if (r->u.wr.iovpos < r->u.wr.iovcnt && s->u_close == NULL && !e->uring->stopping) {
             if (submit_send(e->uring, s, r) == 0)
                 return;
             res = -EBUSY;
@@ -454,12 +461,13 @@ static void on_write(aio_engine *e, aio_req *r, struct io_uring_cqe *cqe)
     }
     s->wreq = NULL;
     if (res == -EAGAIN || res == -EINTR) {
-        if (s->u_close == NULL && submit_send(e->uring, s, r) == 0) {
+        if (s->u_close == NULL && !e->uring->stopping && submit_send(e->uring, s, r) == 0) {
             s->wreq = r;
             return;
         }
     }
-    r->result = s->u_close != NULL && r->u.wr.iovpos < r->u.wr.iovcnt ? -ECANCELED
+    r->result = (s->u_close != NULL || e->uring->stopping) && r->u.wr.iovpos < r->u.wr.iovcnt
+                    ? -ECANCELED
                 : (res < 0 ? res : 0);
     complete(e, r);
     maybe_close(e, s);
@@ -720,8 +728,32 @@ void aio_uring_stop(aio_engine *e)
     struct aio_uring *u = e->uring;
     if (u == NULL || !u->ring_ok)
         return;
-    /* Tearing the ring down cancels what is in flight; nothing completes
-     * after this, and the loop frees what the streams still hold. */
+    if (!forked(u)) {
+        /* Cancel everything in the ring and reap until the stream
+         * operations are back: an accept the kernel finished (or finishes
+         * while it is cancelled) has installed a descriptor that only its
+         * completion names, and the handlers close it (the stream is
+         * closing) or hand it to the loop's final drain, which closes it.
+         * Writes come back -ECANCELED to their transports the same way.
+         * Bounded: a kernel that never answers costs 1 s, not a hang. */
+        u->stopping = 1;
+        struct io_uring_sqe *sqe = get_sqe(u);
+        if (sqe != NULL) {
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        }
+        for (int i = 0; i < 100 && u->ops > 0; i++) {
+            struct io_uring_cqe *cqe;
+            struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10 * 1000000};
+            int rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+            if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+                break;
+            aio_uring_reap(e);
+        }
+        aio_uring_reap(e);
+    }
+    /* Tearing the ring down cancels what is still in flight; nothing
+     * completes after this, and the loop frees what the streams still hold. */
     io_uring_queue_exit(&u->ring);
     u->ring_ok = 0;
     u->starved = u->starved_tail = NULL;
