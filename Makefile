@@ -1,7 +1,7 @@
 # Developer targets.  The README's two quick-start commands need none of this.
 PYTHON ?= python3
 
-.PHONY: build test engine-test sanitize sanitize-python conformance bench bench-quick bench-callgrind clean
+.PHONY: build test engine-test sanitize sanitize-python stress stress-asan conformance bench bench-quick bench-callgrind clean
 
 build:                 ## build the extension in place
 	$(PYTHON) setup.py -q build_ext --inplace
@@ -21,6 +21,15 @@ sanitize-python:       ## the Python suite against an ASan+UBSan build of the ex
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 	    $(PYTHON) -m pytest tests/test_loop.py tests/test_streams.py tests/test_engines.py \
 	    -k "not emfile and not fork"
+	$(PYTHON) setup.py -q build_ext --inplace --force
+
+stress: build          ## the stress suite at full size on aioloop's engines, asyncio and uvloop (docs/stress.md)
+	AIOLOOP_STRESS=full $(PYTHON) -m pytest tests/stress -p no:cacheprovider
+
+stress-asan:           ## the stress suite (CI size) against an ASan+UBSan build with debug assertions
+	AIOLOOP_SANITIZE=address $(PYTHON) setup.py -q build_ext --inplace --force
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	    AIOLOOP_STRESS_LOOPS=uring,threads $(PYTHON) -m pytest tests/stress -p no:cacheprovider
 	$(PYTHON) setup.py -q build_ext --inplace --force
 
 conformance: build     ## CPython's asyncio test mixins against aioloop

@@ -20,6 +20,9 @@ from asyncio import trsock, unix_events
 from asyncio.log import logger
 
 from . import _core
+# Imported now, not when a callback first fails: a process out of descriptors
+# (EMFILE) could not import it then.
+from . import _debug  # noqa: F401
 
 __all__ = ("Loop",)
 
