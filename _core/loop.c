@@ -1022,6 +1022,12 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
                                           "buffer_size between 1024 and 16 MiB");
         return -1;
     }
+    if (ring_buffers < 0 || ring_buffers > 32768 || (ring_buffers & (ring_buffers - 1)) != 0) {
+        /* The kernel takes at most 32,768 provided buffers per ring. */
+        PyErr_Format(PyExc_ValueError,
+                     "ring_buffers must be a power of two from 1 to 32768, not %d", ring_buffers);
+        return -1;
+    }
     if (threads == 0)
         threads = aio_default_threads();
     if (resolver == 0)

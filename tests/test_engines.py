@@ -160,3 +160,10 @@ def test_fork_with_engine_open(engine):
         loop.run_until_complete(server.wait_closed())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("n", [-1, 3, 48, 65536])
+def test_ring_buffers_refused_with_value_error(n):
+    # The kernel takes at most 32,768 provided buffers, a power of two.
+    with pytest.raises(ValueError, match="ring_buffers"):
+        aioloop.new_event_loop(engine="uring", ring_buffers=n)

@@ -38,3 +38,17 @@ def pytest_terminal_summary(terminalreporter):
     for name, figures in _rows:
         terminalreporter.write_line(
             f"{name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+PEER_LOOPS = {"asyncio", "uvloop"}
+
+
+def pytest_collection_modifyitems(items):
+    """asyncio's and uvloop's runs are there for comparison: their figures are
+    reported, and a check they fail (uvloop leaves descriptors open on close,
+    asyncio floods EMFILE reports) is marked, not a failure of the suite."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("loop_name") in PEER_LOOPS:
+            item.add_marker(pytest.mark.xfail(
+                strict=False, reason="comparison loop: figure reported, not required"))

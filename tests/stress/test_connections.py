@@ -129,6 +129,19 @@ async def _lifecycles(port, total, concurrency):
     return failures[0]
 
 
+def _settled(srv):
+    """The server's stats once every connection it made is lost and its
+    descriptor count has stopped moving (closes finish a moment later)."""
+    last = None
+    for _ in range(100):
+        st = srv.stats()
+        if st["made"] == st["lost"] and last is not None and st["fds"] == last["fds"]:
+            return st
+        last = st
+        time.sleep(0.1)
+    return st
+
+
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_connection_lifecycles(loop_name, stress_report):
     """200,000 connect/echo/close cycles (CI: 10,000): the server's descriptor
@@ -136,15 +149,11 @@ def test_connection_lifecycles(loop_name, stress_report):
     total = scale(10000, 200000)
     with Server(loop_name) as srv:
         asyncio.run(_lifecycles(srv.port, 500, 20))   # warm up allocators
-        before = srv.stats()
+        before = _settled(srv)
         t0 = time.monotonic()
         failures = asyncio.run(_lifecycles(srv.port, total, 50))
         secs = time.monotonic() - t0
-        for _ in range(50):   # let the last closes finish
-            after = srv.stats()
-            if after["made"] == after["lost"]:
-                break
-            time.sleep(0.1)
+        after = _settled(srv)
         assert srv.stop() == 0
     fd_delta = after["fds"] - before["fds"]
     rss_growth = after["rss_kib"] - before["rss_kib"]
