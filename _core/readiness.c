@@ -11,24 +11,36 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
+/* Makes room for fd in the slot table.  Only an open descriptor gets a
+ * slot (epoll would refuse any other with EBADF, as asyncio's selector
+ * does), so the table never grows for a number nobody can watch; the size
+ * is computed in size_t so that a number near INT_MAX cannot overflow it. */
 static int slot_reserve(LoopObject *L, int fd)
 {
     if (fd < L->nfds_cap)
         return 0;
-    int ncap = L->nfds_cap ? L->nfds_cap : 64;
-    while (ncap <= fd)
+    if (fcntl(fd, F_GETFD) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    size_t ncap = L->nfds_cap ? (size_t)L->nfds_cap : 64;
+    while (ncap <= (size_t)fd)
         ncap *= 2;
-    aio_fdslot *n = PyMem_Realloc(L->fds, (size_t)ncap * sizeof *n);
+    if (ncap > (size_t)INT_MAX)
+        ncap = (size_t)INT_MAX;   /* > fd: INT_MAX is never an open descriptor */
+    aio_fdslot *n = PyMem_Realloc(L->fds, ncap * sizeof *n);
     if (n == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(n + L->nfds_cap, 0, (size_t)(ncap - L->nfds_cap) * sizeof *n);
+    memset(n + L->nfds_cap, 0, (ncap - (size_t)L->nfds_cap) * sizeof *n);
     L->fds = n;
-    L->nfds_cap = ncap;
+    L->nfds_cap = (int)ncap;
     return 0;
 }
 
@@ -78,12 +90,49 @@ static int cancel_handle(HandleObject *h)   /* steals h */
     return 0;
 }
 
+/* asyncio's selectors._fileobj_to_fd: an int, or an object whose fileno()
+ * gives something int() takes; a file object that does not is a
+ * ValueError ("Invalid file object"), and so is a negative number.  A
+ * number too large for an int is no descriptor anyone can have open: it
+ * comes back as FD_TOO_BIG so that each caller answers as asyncio's
+ * selector does (remove: False, add: OverflowError from epoll).  Returns
+ * the descriptor, FD_TOO_BIG, or -1 with an exception set. */
+#define FD_TOO_BIG (-2)
+
 static int parse_fd(PyObject *o)
 {
-    int fd = PyObject_AsFileDescriptor(o);
-    if (fd < 0 && !PyErr_Occurred())
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %d", fd);
-    return fd;
+    PyObject *num;
+    if (PyLong_Check(o)) {
+        num = Py_NewRef(o);
+    } else {
+        PyObject *r = PyObject_CallMethod(o, "fileno", NULL);
+        num = r != NULL ? PyNumber_Long(r) : NULL;
+        Py_XDECREF(r);
+        if (num == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                PyErr_ExceptionMatches(PyExc_TypeError) ||
+                PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "Invalid file object: %R", o);
+            }
+            return -1;
+        }
+    }
+    int overflow;
+    long v = PyLong_AsLongAndOverflow(num, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(num);
+        return -1;
+    }
+    if (overflow < 0 || (overflow == 0 && v < 0)) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S", num);
+        Py_DECREF(num);
+        return -1;
+    }
+    Py_DECREF(num);
+    if (overflow > 0 || v > INT_MAX)
+        return FD_TOO_BIG;
+    return (int)v;
 }
 
 static PyObject *add_watch(LoopObject *L, PyObject *const *args, Py_ssize_t nargs, int write)
@@ -95,6 +144,11 @@ static PyObject *add_watch(LoopObject *L, PyObject *const *args, Py_ssize_t narg
     if (aio_loop_check_closed(L) < 0)
         return NULL;
     int fd = parse_fd(args[0]);
+    if (fd == FD_TOO_BIG) {
+        /* What epoll.register() says about such a number on asyncio. */
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return NULL;
+    }
     if (fd < 0 || slot_reserve(L, fd) < 0)
         return NULL;
     HandleObject *h = aio_handle_new(L->st, 0, args[1], args + 2, nargs - 2, (PyObject *)L,
@@ -123,9 +177,9 @@ static PyObject *remove_watch(LoopObject *L, PyObject *fdobj, int write)
     if (L->closed)
         Py_RETURN_FALSE;
     int fd = parse_fd(fdobj);
-    if (fd < 0)
+    if (fd == -1)
         return NULL;
-    if (fd >= L->nfds_cap)
+    if (fd == FD_TOO_BIG || fd >= L->nfds_cap)
         Py_RETURN_FALSE;
     aio_fdslot *s = &L->fds[fd];
     HandleObject **slot = write ? &s->writer : &s->reader;
@@ -227,10 +281,10 @@ void aio_fd_clear(LoopObject *L)
 PyObject *aio_loop_fd_events(LoopObject *L, PyObject *fdobj)
 {
     int fd = parse_fd(fdobj);
-    if (fd < 0)
+    if (fd == -1)
         return NULL;
     long mask = 0;
-    if (fd < L->nfds_cap) {
+    if (fd >= 0 && fd < L->nfds_cap) {
         mask |= L->fds[fd].reader ? 1 : 0;
         mask |= L->fds[fd].writer ? 2 : 0;
     }
