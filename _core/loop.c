@@ -70,9 +70,19 @@ static HandleObject *ready_pop(LoopObject *L)   /* new reference */
 
 /* ---- timer heap ---- */
 
+/* The deadline a timer is ordered by.  A NaN deadline (call_later(nan))
+ * compares false with everything, which would leave the heap unordered
+ * and the poll timeout undefined; asyncio runs such a timer at once (its
+ * "when >= end_time" test is false), so it is ordered as -inf here. */
+static inline double timer_key(const TimerHandleObject *t)
+{
+    return isnan(t->when) ? -INFINITY : t->when;
+}
+
 static int timer_less(TimerHandleObject *a, TimerHandleObject *b)
 {
-    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+    double x = timer_key(a), y = timer_key(b);
+    return x < y || (x == y && a->seq < b->seq);
 }
 
 static void heap_sift_up(LoopObject *L, size_t i)
@@ -215,44 +225,78 @@ static int check_callback(PyObject *cb, const char *method)
     return 0;
 }
 
-/* Parses (lead..., callback, *args, context=None) from a vectorcall. */
+/* The arguments of call_soon(callback, *args, context=None) and
+ * call_later/call_at(time, callback, *args, context=None) as asyncio's
+ * Python signatures bind them: the named parameters may come by keyword
+ * too (then *args is empty), and anything else is a TypeError. */
+typedef struct {
+    PyObject *param[2];           /* [callback] or [time, callback]; borrowed */
+    PyObject *const *rest;        /* *args */
+    Py_ssize_t nrest;
+    PyObject *context;            /* NULL when not given */
+} call_args;
+
 static int parse_call(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                      Py_ssize_t nlead, const char *method, PyObject **context)
+                      const char *const *names, Py_ssize_t nnames, const char *method,
+                      call_args *out)
 {
-    *context = NULL;
-    if (nargs < nlead + 1) {
-        PyErr_Format(PyExc_TypeError, "%s() missing required positional arguments", method);
-        return -1;
+    out->context = NULL;
+    out->param[0] = out->param[1] = NULL;
+    Py_ssize_t npos = nargs < nnames ? nargs : nnames;
+    for (Py_ssize_t i = 0; i < npos; i++)
+        out->param[i] = args[i];
+    out->rest = args + npos;
+    out->nrest = nargs - npos;
+    Py_ssize_t nk = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        if (PyUnicode_CompareWithASCIIString(key, "context") == 0) {
+            out->context = args[nargs + k];
+            continue;
+        }
+        Py_ssize_t i = 0;
+        while (i < nnames && PyUnicode_CompareWithASCIIString(key, names[i]) != 0)
+            i++;
+        if (i == nnames) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
+                         method, key);
+            return -1;
+        }
+        if (out->param[i] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                         method, names[i]);
+            return -1;
+        }
+        out->param[i] = args[nargs + k];
     }
-    if (kwnames != NULL) {
-        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
-        for (Py_ssize_t i = 0; i < nk; i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (!PyUnicode_Check(k) || PyUnicode_CompareWithASCIIString(k, "context") != 0) {
-                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
-                             method, k);
-                return -1;
-            }
-            *context = args[nargs + i];
+    for (Py_ssize_t i = 0; i < nnames; i++) {
+        if (out->param[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument: '%s'", method,
+                         names[i]);
+            return -1;
         }
     }
     return 0;
 }
 
+static const char *const SOON_NAMES[] = {"callback"};
+static const char *const LATER_NAMES[] = {"delay", "callback"};
+static const char *const AT_NAMES[] = {"when", "callback"};
+
 static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames, const char *method, int threadsafe)
 {
-    PyObject *context;
-    if (parse_call(args, nargs, kwnames, 0, method, &context) < 0)
+    call_args a;
+    if (parse_call(args, nargs, kwnames, SOON_NAMES, 1, method, &a) < 0)
         return NULL;
     if (aio_loop_check_closed(L) < 0)
         return NULL;
     if (L->debug && !threadsafe && check_thread(L) < 0)
         return NULL;
-    if (check_callback(args[0], method) < 0)
+    if (check_callback(a.param[0], method) < 0)
         return NULL;
-    HandleObject *h = aio_handle_new(L->st, 0, args[0], args + 1, nargs - 1,
-                                     (PyObject *)L, context);
+    HandleObject *h = aio_handle_new(L->st, 0, a.param[0], a.rest, a.nrest, (PyObject *)L,
+                                     a.context);
     if (h == NULL)
         return NULL;
     if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
@@ -291,17 +335,21 @@ static PyObject *loop_call_soon_threadsafe(LoopObject *L, PyObject *const *args,
                          "call_soon_threadsafe", 1);
 }
 
-static PyObject *schedule_at(LoopObject *L, double when, PyObject *const *args,
-                             Py_ssize_t nargs, PyObject *context, const char *method)
+/* What call_at() checks before it makes the handle, in asyncio's order:
+ * closed loop, (debug) the calling thread, the callback. */
+static int check_schedule(LoopObject *L, PyObject *callback, const char *method)
 {
     if (aio_loop_check_closed(L) < 0)
-        return NULL;
+        return -1;
     if (L->debug && check_thread(L) < 0)
-        return NULL;
-    if (check_callback(args[0], method) < 0)
-        return NULL;
-    HandleObject *h = aio_handle_new(L->st, 1, args[0], args + 1, nargs - 1,
-                                     (PyObject *)L, context);
+        return -1;
+    return check_callback(callback, method);
+}
+
+static PyObject *schedule_at(LoopObject *L, double when, call_args *a)
+{
+    HandleObject *h = aio_handle_new(L->st, 1, a->param[1], a->rest, a->nrest, (PyObject *)L,
+                                     a->context);
     if (h == NULL)
         return NULL;
     if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
@@ -317,41 +365,96 @@ static PyObject *schedule_at(LoopObject *L, double when, PyObject *const *args,
     return (PyObject *)h;
 }
 
-static int as_seconds(PyObject *o, double *out, const char *what)
+/* The deadline of call_at(when) as a double.  asyncio keeps `when` as
+ * given and only ever compares it with other deadlines, so any real number
+ * works there: an int beyond a double's range is never due (or always
+ * due), NaN and the infinities are kept as they are (see timer_key).  A
+ * `when` that is not a real number is a TypeError here; asyncio accepts
+ * it and fails later, in the heap push or the run loop (a deliberate
+ * difference, docs/compatibility.md).  Returns 0, or -1 with an exception
+ * set. */
+static int when_as_double(PyObject *o, double *out)
 {
-    if (!PyFloat_Check(o) && !PyLong_Check(o) && !PyNumber_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a number, got %R", what, o);
-        return -1;
+    if (PyFloat_Check(o)) {
+        *out = PyFloat_AS_DOUBLE(o);
+        return 0;
     }
-    *out = PyFloat_AsDouble(o);
-    if (*out == -1.0 && PyErr_Occurred())
-        return -1;
-    if (isnan(*out)) {
-        PyErr_Format(PyExc_ValueError, "%s must not be NaN", what);
-        return -1;
+    if (PyLong_Check(o)) {
+        double d = PyLong_AsDouble(o);
+        if (d == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return -1;
+            PyErr_Clear();
+            int overflow;
+            (void)PyLong_AsLongAndOverflow(o, &overflow);
+            d = overflow < 0 ? -INFINITY : INFINITY;
+        }
+        *out = d;
+        return 0;
     }
-    return 0;
+    if (!PyComplex_Check(o) && PyNumber_Check(o)) {   /* Decimal, Fraction, ... */
+        double d = PyFloat_AsDouble(o);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        *out = d;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "when must be a real number, not %.100s",
+                 Py_TYPE(o)->tp_name);
+    return -1;
 }
 
 /* call_later (relative=1) and call_at (relative=0): (time, callback, *args,
- * context=None). */
+ * context=None).  call_later(delay) is call_at(time() + delay) as on
+ * asyncio: the sum is Python's, so a delay that `+` refuses (a str, a
+ * Decimal) raises what it raises there, before the loop is checked. */
 static PyObject *schedule_timer(LoopObject *L, PyObject *const *args, size_t nargsf,
                                 PyObject *kwnames, int relative)
 {
     const char *method = relative ? "call_later" : "call_at";
-    const char *what = relative ? "delay" : "when";
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *context;
-    if (parse_call(args, nargs, kwnames, 1, method, &context) < 0)
+    call_args a;
+    if (parse_call(args, PyVectorcall_NARGS(nargsf), kwnames, relative ? LATER_NAMES : AT_NAMES,
+                   2, method, &a) < 0)
         return NULL;
-    if (args[0] == Py_None) {
-        PyErr_Format(PyExc_TypeError, "%s must not be None", what);
+    PyObject *tval = a.param[0];
+    if (tval == Py_None) {
+        PyErr_SetString(PyExc_TypeError,
+                        relative ? "delay must not be None" : "when cannot be None");
         return NULL;
     }
-    double t;
-    if (as_seconds(args[0], &t, what) < 0)
-        return NULL;
-    return schedule_at(L, relative ? mono_now() + t : t, args + 1, nargs - 1, context, method);
+    PyObject *when_obj = NULL;   /* time() + delay when it is not a float */
+    double when = 0.0;
+    int have_when = 0;
+    if (relative) {
+        if (PyFloat_CheckExact(tval)) {
+            when = mono_now() + PyFloat_AS_DOUBLE(tval);
+            have_when = 1;
+        } else if (PyLong_CheckExact(tval)) {
+            double d = PyLong_AsDouble(tval);   /* OverflowError, as float + int */
+            if (d == -1.0 && PyErr_Occurred())
+                return NULL;
+            when = mono_now() + d;
+            have_when = 1;
+        } else {
+            PyObject *now = PyFloat_FromDouble(mono_now());
+            if (now == NULL)
+                return NULL;
+            when_obj = PyNumber_Add(now, tval);
+            Py_DECREF(now);
+            if (when_obj == NULL)
+                return NULL;
+            if (PyFloat_Check(when_obj)) {
+                when = PyFloat_AS_DOUBLE(when_obj);
+                have_when = 1;
+            }
+        }
+    }
+    PyObject *res = NULL;
+    if (check_schedule(L, a.param[1], method) == 0 &&
+        (have_when || when_as_double(when_obj ? when_obj : tval, &when) == 0))
+        res = schedule_at(L, when, &a);
+    Py_XDECREF(when_obj);
+    return res;
 }
 
 static PyObject *loop_call_later(LoopObject *L, PyObject *const *args, size_t nargsf,
@@ -718,7 +821,7 @@ static int loop_run_once(LoopObject *L)
     if (L->ready_len > 0 || L->stopping) {
         timeout_ms = 0;
     } else if (L->heap_len > 0) {
-        double t = L->heap[0]->when - mono_now();
+        double t = timer_key(L->heap[0]) - mono_now();
         if (t <= 0)
             timeout_ms = 0;
         else if (t * 1000.0 >= MAXIMUM_SELECT_TIMEOUT_MS)
@@ -755,7 +858,7 @@ static int loop_run_once(LoopObject *L)
     }
     if ((L->backlog != NULL || !aio_mpsc_empty(&L->engine.cq)) && drain_completions(L, 1) < 0)
         return -1;
-    while (L->heap_len > 0 && L->heap[0]->when < end) {
+    while (L->heap_len > 0 && timer_key(L->heap[0]) < end) {
         TimerHandleObject *t = heap_pop(L);
         if (t->base.cancelled && L->timer_cancelled > 0)
             L->timer_cancelled--;

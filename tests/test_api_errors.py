@@ -4,6 +4,10 @@ acceptance.  Every async test runs on both aioloop engines and on
 asyncio.SelectorEventLoop (conftest.py); the synchronous ones take
 `any_loop`.  The differences aioloop keeps on purpose are listed in
 docs/compatibility.md ("Bad input: deliberate differences from asyncio")."""
+import asyncio
+import decimal
+import fractions
+import math
 import os
 import socket
 import subprocess
@@ -100,3 +104,82 @@ def test_add_reader_far_descriptor_does_not_hang(kind):
                        env=dict(os.environ, PYTHONPATH=root))
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\n") == ["OSError 9"] * 3 + [""]
+
+
+# ---- timers: NaN, infinities, big numbers, Python's arithmetic ------------------
+
+def _run_one_iteration(loop):
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_timer_deadlines_nan_infinities_and_big_ints(any_loop):
+    loop = any_loop
+    # asyncio 3.13's run loop raises ValueError on a NaN deadline at the top
+    # of its heap (aioloop runs it at once on every version).
+    run_nan = not (isinstance(loop, asyncio.SelectorEventLoop) and sys.version_info >= (3, 13))
+    at_once = [
+        (loop.call_later, math.nan), (loop.call_at, math.nan),
+        (loop.call_later, -math.inf), (loop.call_at, -math.inf), (loop.call_at, -2**1100),
+        (loop.call_later, -1e308), (loop.call_at, decimal.Decimal(-5)),
+    ]
+    never = [(loop.call_later, math.inf), (loop.call_at, math.inf), (loop.call_at, 2**1100),
+             (loop.call_later, 1e308), (loop.call_at, decimal.Decimal(10**20))]
+    for method, when in at_once + never:
+        ran = []
+        handle = method(when, ran.append, "ran")
+        if isinstance(when, float) and math.isnan(when) and not run_nan:
+            handle.cancel()
+            continue
+        _run_one_iteration(loop)
+        handle.cancel()
+        assert ran == (["ran"] if (method, when) in at_once else []), (method.__name__, when)
+
+
+def test_call_later_adds_the_delay_as_python_does(any_loop):
+    loop = any_loop
+    with pytest.raises(TypeError):
+        loop.call_later(decimal.Decimal(1), noop)   # float + Decimal
+    with pytest.raises(TypeError):
+        loop.call_later("1", noop)
+    with pytest.raises(TypeError):
+        loop.call_later(None, noop)
+    with pytest.raises(OverflowError):
+        loop.call_later(2**1100, noop)
+    loop.call_later(fractions.Fraction(1, 2), noop).cancel()
+    loop.call_later(True, noop).cancel()
+    with pytest.raises(TypeError):
+        loop.call_at(None, noop)
+
+
+def test_closed_loop_is_checked_before_the_deadline(any_loop):
+    loop = any_loop
+    loop.close()
+    for when in ("x", math.nan, 2**1100, object()):
+        with pytest.raises(RuntimeError):
+            loop.call_at(when, noop)
+    with pytest.raises(TypeError):   # time() + "x" comes first, as on asyncio
+        loop.call_later("x", noop)
+
+
+def test_callback_and_deadline_by_keyword(any_loop):
+    loop = any_loop
+    ran = []
+    loop.call_soon(callback=ran.append)   # called with no argument: fails, reported
+    loop.call_soon(ran.append, "soon", context=None)
+    loop.call_soon_threadsafe(callback=noop)
+    loop.call_later(delay=0, callback=noop)
+    loop.call_at(when=loop.time(), callback=noop)
+    loop.call_later(0, callback=noop)
+    _run_one_iteration(loop)
+    _run_one_iteration(loop)
+    assert ran == ["soon"]
+    assert len(loop.unexpected_errors) == 1   # ran.append() without its argument
+    with pytest.raises(TypeError):
+        loop.call_soon(noop, callback=noop)
+    with pytest.raises(TypeError):
+        loop.call_later(0)
+    with pytest.raises(TypeError):
+        loop.call_at(callback=noop)
+    with pytest.raises(TypeError):
+        loop.call_soon(noop, bogus=1)
