@@ -224,6 +224,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
         """socket.getaddrinfo() without blocking the loop: numeric hosts are
         answered at once, names are resolved on a resolver thread."""
+        # asyncio's checks come first there (run_in_executor's): a closed
+        # loop or a shut-down default executor refuses before any argument
+        # is looked at.
+        self._check_closed()
+        self._check_default_executor()
         try:
             # A numeric host never blocks; answer it without a thread hop.
             return socket.getaddrinfo(
@@ -244,6 +249,8 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
 
     async def getnameinfo(self, sockaddr, flags=0):
         """socket.getnameinfo() without blocking the loop."""
+        self._check_closed()   # before the arguments, as on asyncio (see getaddrinfo)
+        self._check_default_executor()
         numeric = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
         # Validates sockaddr exactly as the socket module does, and answers
         # fully numeric requests without a thread hop.

@@ -183,3 +183,47 @@ def test_callback_and_deadline_by_keyword(any_loop):
         loop.call_at(callback=noop)
     with pytest.raises(TypeError):
         loop.call_soon(noop, bogus=1)
+
+
+# ---- a closed loop is checked first ------------------------------------------
+
+def first_step(coro):
+    """What a coroutine raises before it first suspends ("suspended" if it
+    does not raise, "done" if it finishes)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return "done"
+    except BaseException as exc:   # noqa: B902 - the outcome is the point
+        return exc
+    finally:
+        coro.close()
+    return "suspended"
+
+
+def test_closed_loop_coroutines_refuse_before_looking_at_arguments(any_loop):
+    loop = any_loop
+    loop.close()
+    calls = [
+        loop.getaddrinfo("127.0.0.1", "no-such-service"),
+        loop.getaddrinfo("127.0.0.1", 80),
+        loop.getaddrinfo(None, None, family="x"),
+        loop.getnameinfo(5),
+        loop.getnameinfo(("127.0.0.1", 80)),
+        loop.create_connection(asyncio.Protocol, "127.0.0.1", "no-such-service"),
+    ]
+    for coro in calls:
+        outcome = first_step(coro)
+        assert isinstance(outcome, RuntimeError), (coro, outcome)
+        assert str(outcome) == "Event loop is closed"
+
+
+async def test_resolution_after_default_executor_shutdown_is_refused():
+    # asyncio resolves in the default executor and refuses once it was shut
+    # down; aioloop's resolver threads follow the same rule.
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_default_executor()
+    with pytest.raises(RuntimeError):
+        await loop.getaddrinfo("127.0.0.1", 80)
+    with pytest.raises(RuntimeError):
+        await loop.getnameinfo(("127.0.0.1", 80))
