@@ -122,29 +122,38 @@ static void wq_drop(TransportObject *t, size_t from)
     }
 }
 
-static int wq_push(TransportObject *t, PyObject *obj, const char *ptr, size_t len)
+/* Makes room for `extra` more chunks, so that the pushes that follow
+ * cannot fail.  0, or -1 with MemoryError set. */
+static int wq_reserve(TransportObject *t, size_t extra)
 {
-    if (t->wq_len == t->wq_cap) {
-        size_t ncap = t->wq_cap ? t->wq_cap * 2 : 8;
-        wchunk *n = PyMem_Malloc(ncap * sizeof *n);
-        if (n == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        for (size_t i = 0; i < t->wq_len; i++)
-            n[i] = t->wq[(t->wq_head + i) % t->wq_cap];
-        PyMem_Free(t->wq);
-        t->wq = n;
-        t->wq_cap = ncap;
-        t->wq_head = 0;
+    if (t->wq_len + extra <= t->wq_cap)
+        return 0;
+    size_t ncap = t->wq_cap ? t->wq_cap : 8;
+    while (ncap < t->wq_len + extra)
+        ncap *= 2;
+    wchunk *n = PyMem_Malloc(ncap * sizeof *n);
+    if (n == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
+    for (size_t i = 0; i < t->wq_len; i++)
+        n[i] = t->wq[(t->wq_head + i) % t->wq_cap];
+    PyMem_Free(t->wq);
+    t->wq = n;
+    t->wq_cap = ncap;
+    t->wq_head = 0;
+    return 0;
+}
+
+/* Appends a chunk (room reserved by wq_reserve); steals obj. */
+static void wq_push(TransportObject *t, PyObject *obj, const char *ptr, size_t len)
+{
     wchunk *c = &t->wq[(t->wq_head + t->wq_len) % t->wq_cap];
-    c->obj = Py_NewRef(obj);
+    c->obj = obj;
     c->ptr = ptr;
     c->len = len;
     t->wq_len++;
     t->buffer_size += len;
-    return 0;
 }
 
 static void stash_free(aio_qnode *n)
@@ -413,11 +422,173 @@ static int write_completed(TransportObject *t, aio_req *r, int deliver)
     return 0;
 }
 
+/* One piece of the data given to write() or writelines(), validated and
+ * not yet queued.  An exact bytes object is immutable: it is referenced
+ * (view.obj stays NULL).  Anything else is viewed now and copied when it is
+ * queued, so what was passed is what is sent. */
+typedef struct wpiece {
+    PyObject *obj;                /* borrowed: the caller's object */
+    Py_buffer view;               /* held when view.obj != NULL */
+    const char *ptr;
+    size_t len;
+} wpiece;
+
+#define WPIECES_ON_STACK 8
+
+static void pieces_release(wpiece *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i].view.obj != NULL)
+            PyBuffer_Release(&p[i].view);
+}
+
+/* Takes a C-contiguous view of obj into *p.  Returns 0, or -1 with the
+ * exception of PyObject_GetBuffer() set (BufferError for a non-contiguous
+ * memoryview, TypeError for an object without the buffer protocol). */
+static int piece_init(wpiece *p, PyObject *obj)
+{
+    p->obj = obj;
+    p->view.obj = NULL;
+    if (PyBytes_CheckExact(obj)) {
+        p->ptr = PyBytes_AS_STRING(obj);
+        p->len = (size_t)PyBytes_GET_SIZE(obj);
+        return 0;
+    }
+    if (PyObject_GetBuffer(obj, &p->view, PyBUF_SIMPLE) < 0) {
+        p->view.obj = NULL;
+        return -1;
+    }
+    p->ptr = p->view.buf;
+    p->len = (size_t)p->view.len;
+    return 0;
+}
+
+/* asyncio's write() after the connection was lost: count, and warn from
+ * the fifth call on.  Returns 0, or -1 with an exception set. */
+static int write_after_lost(TransportObject *t)
+{
+    if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
+        PyObject *mod = PyImport_ImportModule("asyncio.log");
+        PyObject *logger = mod ? PyObject_GetAttrString(mod, "logger") : NULL;
+        PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
+                                                   "socket.send() raised exception.")
+                             : NULL;
+        Py_XDECREF(mod);
+        Py_XDECREF(logger);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    t->conn_lost++;
+    return 0;
+}
+
+/* The data cannot be sent (a non-contiguous memoryview): asyncio's send()
+ * raises BufferError inside its write path, which makes it a fatal error
+ * of the transport -- reported, and the connection closed. */
+static void write_unsendable(TransportObject *t)
+{
+    PyObject *exc = aio_err_fetch();
+    fatal_error(t, exc, "Fatal write error on socket transport");
+    Py_DECREF(exc);
+}
+
+/* Sends and queues validated pieces, `total` > 0 bytes in all, as one
+ * batch: all of it or (on MemoryError before anything went out) none.
+ * With nothing queued, a large batch (any batch in inline mode) is first
+ * offered to one non-blocking sendmsg() on the loop thread while the bytes
+ * are in this core's cache; smaller ones go to the engine, batched
+ * (measured in docs/benchmarks.md).  What is left is queued and handed to
+ * the engine as one WRITE.  Returns 0, or -1 with an exception set. */
+static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
+{
+    size_t first = t->wq_len;
+    if (wq_reserve(t, n) < 0)
+        return -1;
+    size_t sent = 0;
+    if ((t->inline_writes || total >= INLINE_WRITE_MIN) && t->wq_len == 0 && t->wreq == NULL) {
+        struct iovec small[WPIECES_ON_STACK];
+        size_t k = n < IOV_MAX ? n : IOV_MAX;
+        struct iovec *iov = k <= WPIECES_ON_STACK ? small : PyMem_Malloc(k * sizeof *iov);
+        if (iov == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < k; i++) {
+            iov[i].iov_base = (void *)p[i].ptr;
+            iov[i].iov_len = p[i].len;
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = k};
+        ssize_t r;
+        do {
+            r = sendmsg(t->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (r < 0 && errno == EINTR);
+        int err = errno;
+        if (iov != small)
+            PyMem_Free(iov);
+        if (r < 0 && err != EAGAIN && err != EWOULDBLOCK) {
+            PyObject *exc = oserror_from_errno(err);
+            if (exc == NULL)
+                return -1;
+            fatal_error(t, exc, "Fatal write error on socket transport");
+            Py_DECREF(exc);
+            return 0;
+        }
+        if (r > 0)
+            sent = (size_t)r;
+        if (sent == total)
+            return 0;
+    }
+    /* Queue what is left: skip the pieces that went out whole, then the
+     * sent part of the next one. */
+    size_t skip = sent;
+    for (size_t i = 0; i < n; i++) {
+        if (skip >= p[i].len) {
+            skip -= p[i].len;
+            continue;
+        }
+        const char *ptr = p[i].ptr + skip;
+        size_t len = p[i].len - skip;
+        skip = 0;
+        if (p[i].view.obj == NULL) {
+            wq_push(t, Py_NewRef(p[i].obj), ptr, len);
+            continue;
+        }
+        PyObject *copy = PyBytes_FromStringAndSize(ptr, (Py_ssize_t)len);
+        if (copy == NULL) {
+            wq_drop(t, first);
+            if (sent > 0) {
+                /* Part of the batch is on the wire and the rest cannot be
+                 * queued: the byte stream is broken, so is the connection. */
+                PyObject *exc = aio_err_fetch();
+                force_close(t, exc);
+                aio_err_restore(exc);
+            }
+            return -1;
+        }
+        wq_push(t, copy, PyBytes_AS_STRING(copy), len);
+    }
+    if (submit_write(t) < 0 || maybe_pause_protocol(t) < 0)
+        return -1;
+    return 0;
+}
+
+/* asyncio's _SelectorSocketTransport.write(): bytes, bytearray and
+ * memoryview (subclasses too) are taken, anything else is a TypeError --
+ * array.array included, which writelines() does take.  The checks come in
+ * asyncio's order: type, write_eof(), sendfile, empty data, lost
+ * connection; a memoryview that cannot be sent (not C-contiguous) is then a
+ * fatal error of the transport, as asyncio's send() makes it. */
 static PyObject *tr_write(TransportObject *t, PyObject *data)
 {
-    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
-        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not %.100s",
-                     Py_TYPE(data)->tp_name);
+    int is_view = PyMemoryView_Check(data);
+    if (!is_view && !PyBytes_Check(data) && !PyByteArray_Check(data)) {
+        PyObject *name = PyType_GetName(Py_TYPE(data));
+        if (name != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "data argument must be a bytes-like object, not %R", name);
+            Py_DECREF(name);
+        }
         return NULL;
     }
     if (t->eof) {
@@ -428,95 +599,135 @@ static PyObject *tr_write(TransportObject *t, PyObject *data)
         PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    size_t len = (size_t)view.len;
-    if (len == 0) {
-        PyBuffer_Release(&view);
-        Py_RETURN_NONE;
-    }
+    /* asyncio's "if not data": len() of the object (of a memoryview, its
+     * first dimension; a released one raises ValueError). */
+    int nonempty = is_view ? PyObject_IsTrue(data) : Py_SIZE(data) > 0;
+    if (nonempty <= 0)
+        return nonempty < 0 ? NULL : Py_NewRef(Py_None);
     if (t->conn_lost) {
-        PyBuffer_Release(&view);
-        if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
-            PyObject *mod = PyImport_ImportModule("asyncio.log");
-            PyObject *logger = mod ? PyObject_GetAttrString(mod, "logger") : NULL;
-            PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
-                                                       "socket.send() raised exception.")
-                                 : NULL;
-            Py_XDECREF(mod);
-            Py_XDECREF(logger);
-            if (r == NULL)
-                return NULL;
-            Py_DECREF(r);
-        }
-        t->conn_lost++;
+        if (write_after_lost(t) < 0)
+            return NULL;
         Py_RETURN_NONE;
     }
-    size_t sent = 0;
-    /* With nothing queued, a large write is sent from the loop thread right
-     * away (while the bytes are in this core's cache); smaller ones go to
-     * the engine, batched (measured in docs/benchmarks.md). */
-    if ((t->inline_writes || len >= INLINE_WRITE_MIN) && t->wq_len == 0 && t->wreq == NULL) {
-        ssize_t n;
-        do {
-            n = send(t->fd, view.buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                int err = errno;
-                PyBuffer_Release(&view);
-                PyObject *exc = oserror_from_errno(err);
-                if (exc == NULL)
-                    return NULL;
-                fatal_error(t, exc, "Fatal write error on socket transport");
-                Py_DECREF(exc);
-                Py_RETURN_NONE;
-            }
-        } else {
-            sent = (size_t)n;
-        }
-        if (sent == len) {
-            PyBuffer_Release(&view);
-            Py_RETURN_NONE;
-        }
+    wpiece p;
+    if (piece_init(&p, data) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_BufferError))
+            return NULL;
+        write_unsendable(t);
+        Py_RETURN_NONE;
     }
-    /* Queue the rest.  bytes are immutable: keep a reference; anything else
-     * is copied now so that what was passed is what is sent. */
-    int rc;
-    if (PyBytes_CheckExact(data)) {
-        rc = wq_push(t, data, (const char *)view.buf + sent, len - sent);
-    } else {
-        PyObject *copy = PyBytes_FromStringAndSize((const char *)view.buf + sent,
-                                                   (Py_ssize_t)(len - sent));
-        rc = copy ? wq_push(t, copy, PyBytes_AS_STRING(copy), len - sent) : -1;
-        Py_XDECREF(copy);
-    }
-    PyBuffer_Release(&view);
-    if (rc < 0 || submit_write(t) < 0 || maybe_pause_protocol(t) < 0)
+    int rc = p.len > 0 ? queue_pieces(t, &p, 1, p.len) : 0;
+    pieces_release(&p, 1);
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
+/* writelines(): every item is validated (and viewed) before anything is
+ * queued, so a bad item leaves nothing sent; then the whole batch goes out
+ * as one WRITE.  What is accepted and in which order the checks come is
+ * asyncio's on the running Python:
+ *   3.11   WriteTransport.writelines(): write(b''.join(list_of_data)):
+ *          any C-contiguous buffer (array.array too) is an item; a
+ *          non-iterable or an item that is not such a buffer (a
+ *          non-contiguous memoryview included) is a TypeError; then
+ *          write()'s checks.
+ *   3.12+  _SelectorSocketTransport.writelines(): write_eof() and sendfile
+ *          first, then "if not list_of_data: return", then memoryview() of
+ *          every item (TypeError for a non-buffer); an item that cannot be
+ *          sent (a non-contiguous memoryview) is a fatal error of the
+ *          transport when the batch is sent. */
 static PyObject *tr_writelines(TransportObject *t, PyObject *lines)
 {
-    PyObject *it = PyObject_GetIter(lines);
-    if (it == NULL)
+#if PY_VERSION_HEX >= 0x030C0000
+    if (t->eof) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call writelines() after write_eof()");
         return NULL;
-    PyObject *item;
-    while ((item = PyIter_Next(it)) != NULL) {
-        PyObject *r = tr_write(t, item);
-        Py_DECREF(item);
-        if (r == NULL) {
-            Py_DECREF(it);
-            return NULL;
-        }
-        Py_DECREF(r);
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "unable to writelines; sendfile is in progress");
         return NULL;
-    Py_RETURN_NONE;
+    }
+    int truth = PyObject_IsTrue(lines);
+    if (truth <= 0)
+        return truth < 0 ? NULL : Py_NewRef(Py_None);
+#endif
+    PyObject *seq = PySequence_Fast(lines, "can only join an iterable");
+    if (seq == NULL)
+        return NULL;
+    size_t n = (size_t)PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    wpiece small[WPIECES_ON_STACK];
+    wpiece *p = n <= WPIECES_ON_STACK ? small : PyMem_Malloc(n * sizeof *p);
+    if (p == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    size_t got = 0, total = 0;
+    int unsendable = 0;
+    for (; got < n; got++) {
+        PyObject *item = items[got];
+#if PY_VERSION_HEX >= 0x030C0000
+        /* memoryview(item): its errors, then sendability. */
+        if (!PyBytes_CheckExact(item) && !PyByteArray_CheckExact(item)) {
+            PyObject *mv = PyMemoryView_FromObject(item);
+            if (mv == NULL)
+                goto done;
+            Py_DECREF(mv);
+        }
+        if (piece_init(&p[got], item) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_BufferError))
+                goto done;
+            /* Reported when the batch would be sent, after the checks. */
+            PyErr_Clear();
+            unsendable = 1;
+            p[got].ptr = NULL;
+            p[got].len = 0;
+            continue;
+        }
+#else
+        if (piece_init(&p[got], item) < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "sequence item %zu: expected a bytes-like object, %.80s found", got,
+                         Py_TYPE(item)->tp_name);
+            goto done;
+        }
+#endif
+        if (p[got].len > (size_t)PY_SSIZE_T_MAX - total) {
+            got++;
+            PyErr_SetString(PyExc_OverflowError, "join() result is too long");
+            goto done;
+        }
+        total += p[got].len;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    /* write(joined)'s checks. */
+    if (t->eof) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        goto done;
+    }
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
+        goto done;
+    }
+#endif
+    if (t->conn_lost) {
+        if (total > 0 && write_after_lost(t) < 0)
+            goto done;
+    } else if (unsendable) {
+        PyErr_SetString(PyExc_BufferError, "memoryview: underlying buffer is not C-contiguous");
+        write_unsendable(t);
+    } else if (total > 0 && queue_pieces(t, p, n, total) < 0) {
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    pieces_release(p, got);
+    if (p != small)
+        PyMem_Free(p);
+    Py_DECREF(seq);
+    return result;
 }
 
 static PyObject *tr_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignored))

@@ -4,6 +4,7 @@ acceptance.  Every async test runs on both aioloop engines and on
 asyncio.SelectorEventLoop (conftest.py); the synchronous ones take
 `any_loop`.  The differences aioloop keeps on purpose are listed in
 docs/compatibility.md ("Bad input: deliberate differences from asyncio")."""
+import array
 import asyncio
 import decimal
 import fractions
@@ -17,6 +18,8 @@ import pytest
 
 import aioloop
 from conftest import FACTORIES
+
+PY312 = sys.version_info >= (3, 12)
 
 
 def noop(*args):
@@ -227,3 +230,141 @@ async def test_resolution_after_default_executor_shutdown_is_refused():
         await loop.getaddrinfo("127.0.0.1", 80)
     with pytest.raises(RuntimeError):
         await loop.getnameinfo(("127.0.0.1", 80))
+
+
+# ---- stream transports: a client connected to a server on the same loop ---------
+
+class Sink(asyncio.Protocol):
+    """The server side: keeps every byte the peer receives."""
+
+    def __init__(self, received):
+        self.received = received
+
+    def data_received(self, data):
+        self.received += data
+
+
+class Client(asyncio.Protocol):
+    def __init__(self):
+        self.lost = asyncio.get_running_loop().create_future()
+        self.calls = []
+
+    def pause_writing(self):
+        self.calls.append("pause_writing")
+
+    def resume_writing(self):
+        self.calls.append("resume_writing")
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class Connection:
+    """A client transport connected to a Sink server on this loop."""
+
+    async def __aenter__(self):
+        loop = asyncio.get_running_loop()
+        self.received = bytearray()
+        self.server = await loop.create_server(lambda: Sink(self.received), "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.tr, self.pr = await loop.create_connection(Client, "127.0.0.1", port)
+        return self
+
+    async def __aexit__(self, *exc):
+        self.tr.abort()
+        await self.pr.lost
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def receive(self, n, timeout=10.0):
+        """Waits until the server got n bytes, then a little longer so that
+        any byte too many shows."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.received) < n and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+        return bytes(self.received)
+
+
+def capture_errors(loop):
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    return errors
+
+
+# ---- writelines / write: what they take, all or nothing ----------------------
+
+async def test_writelines_takes_every_bytes_like_object():
+    # asyncio and uvloop send all five bytes; aioloop sent three, then
+    # raised TypeError on the array.
+    items = [b"a", bytearray(b"b"), memoryview(b"c"), array.array("h", [1])]
+    expected = b"abc" + array.array("h", [1]).tobytes()
+    async with Connection() as c:
+        assert c.tr.writelines(items) is None
+        assert await c.receive(len(expected)) == expected
+    async with Connection() as c:
+        c.tr.writelines(iter(items))   # any iterable
+        assert await c.receive(len(expected)) == expected
+
+
+async def test_writelines_is_all_or_nothing():
+    def failing():
+        yield b"early"
+        raise ZeroDivisionError
+
+    async with Connection() as c:
+        for bad in ([b"a", "text", b"c"], [b"a", 7], [bytearray(b"a"), None], 5):
+            with pytest.raises(TypeError):
+                c.tr.writelines(bad)
+        with pytest.raises(ZeroDivisionError):
+            c.tr.writelines(failing())
+        c.tr.write(b"end")
+        assert await c.receive(3) == b"end"
+        assert not c.tr.is_closing()
+
+
+async def test_writelines_non_contiguous_memoryview():
+    # 3.11: b''.join() refuses it (TypeError, nothing sent); 3.12+: the
+    # batch fails when sent (BufferError: a fatal error of the transport).
+    loop = asyncio.get_running_loop()
+    errors = capture_errors(loop)
+    strided = memoryview(b"abcdef")[::2]
+    async with Connection() as c:
+        if PY312:
+            assert c.tr.writelines([b"x", strided]) is None
+            assert isinstance(await c.pr.lost, BufferError)
+            assert [type(e.get("exception")) for e in errors] == [BufferError]
+            assert await c.receive(1, timeout=0.2) == b""
+        else:
+            with pytest.raises(TypeError):
+                c.tr.writelines([b"x", strided])
+            c.tr.write(b"ok")
+            assert await c.receive(2) == b"ok"
+            assert errors == []
+
+
+async def test_write_non_contiguous_memoryview_is_a_fatal_error():
+    # asyncio's send() raises BufferError inside write(): reported to the
+    # exception handler, and the connection is closed with it.  aioloop
+    # raised BufferError from write() and kept the connection.
+    loop = asyncio.get_running_loop()
+    errors = capture_errors(loop)
+    async with Connection() as c:
+        assert c.tr.write(memoryview(b"abcdef")[::2]) is None
+        assert isinstance(await c.pr.lost, BufferError)
+        assert len(errors) == 1
+        assert errors[0]["message"] == "Fatal write error on socket transport"
+        assert isinstance(errors[0]["exception"], BufferError)
+        assert await c.receive(1, timeout=0.2) == b""
+
+
+async def test_write_type_check_is_asyncios():
+    async with Connection() as c:
+        # write() takes bytes, bytearray and memoryview only (writelines()
+        # takes any buffer).
+        for bad in ("text", 12, None, array.array("h", [1]), [b"x"]):
+            with pytest.raises(TypeError):
+                c.tr.write(bad)
+        c.tr.write(memoryview(array.array("h", [1, 2])))   # a view of one is fine
+        assert await c.receive(4) == array.array("h", [1, 2]).tobytes()
