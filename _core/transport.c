@@ -58,7 +58,8 @@ typedef struct TransportObject {
     wchunk *wq;                   /* queued chunks; the first wreq_chunks are in flight */
     size_t wq_head, wq_len, wq_cap;
     size_t buffer_size;           /* queued + in flight */
-    size_t high, low;
+    size_t high, low;             /* the marks as compared with buffer_size */
+    PyObject *high_obj, *low_obj; /* the marks as given, when not exact ints (or NULL) */
     aio_qnode *stash_first, *stash_last;   /* reads held while paused */
     int fd;
     int conn_lost;
@@ -277,7 +278,9 @@ static int callback_failed(TransportObject *t, const char *message)
 
 static int maybe_pause_protocol(TransportObject *t)
 {
-    if (t->buffer_size <= t->high || t->protocol_paused)
+    /* After connection_lost there is no protocol to tell (a write still in
+     * flight keeps buffer_size up until it comes back). */
+    if (t->buffer_size <= t->high || t->protocol_paused || t->protocol == NULL)
         return 0;
     t->protocol_paused = 1;
     PyObject *r = PyObject_CallMethod(t->protocol, "pause_writing", NULL);
@@ -297,7 +300,7 @@ static int maybe_pause_protocol(TransportObject *t)
 
 static int maybe_resume_protocol(TransportObject *t)
 {
-    if (!t->protocol_paused || t->buffer_size > t->low)
+    if (!t->protocol_paused || t->buffer_size > t->low || t->protocol == NULL)
         return 0;
     t->protocol_paused = 0;
     PyObject *r = PyObject_CallMethod(t->protocol, "resume_writing", NULL);
@@ -420,6 +423,28 @@ static int write_completed(TransportObject *t, aio_req *r, int deliver)
     if (t->wq_len == 0 && t->wreq == NULL)
         return write_drained(t);
     return 0;
+}
+
+/* The one argument of a method whose asyncio signature is f(self, name):
+ * given by position or by keyword, as Python binds it.  Returns it
+ * (borrowed), or NULL with TypeError set. */
+static PyObject *one_arg(PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                         const char *method, const char *name)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nk = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nk == 1) {
+        if (nk == 0)
+            return args[0];
+        PyObject *key = PyTuple_GET_ITEM(kwnames, 0);
+        if (PyUnicode_CompareWithASCIIString(key, name) == 0)
+            return args[0];
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", method, key);
+        return NULL;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes exactly one argument (%zd given)", method,
+                 nargs + nk);
+    return NULL;
 }
 
 /* One piece of the data given to write() or writelines(), validated and
@@ -579,8 +604,12 @@ static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
  * asyncio's order: type, write_eof(), sendfile, empty data, lost
  * connection; a memoryview that cannot be sent (not C-contiguous) is then a
  * fatal error of the transport, as asyncio's send() makes it. */
-static PyObject *tr_write(TransportObject *t, PyObject *data)
+static PyObject *tr_write(TransportObject *t, PyObject *const *args, size_t nargsf,
+                          PyObject *kwnames)
 {
+    PyObject *data = one_arg(args, nargsf, kwnames, "write", "data");
+    if (data == NULL)
+        return NULL;
     int is_view = PyMemoryView_Check(data);
     if (!is_view && !PyBytes_Check(data) && !PyByteArray_Check(data)) {
         PyObject *name = PyType_GetName(Py_TYPE(data));
@@ -637,8 +666,12 @@ static PyObject *tr_write(TransportObject *t, PyObject *data)
  *          every item (TypeError for a non-buffer); an item that cannot be
  *          sent (a non-contiguous memoryview) is a fatal error of the
  *          transport when the batch is sent. */
-static PyObject *tr_writelines(TransportObject *t, PyObject *lines)
+static PyObject *tr_writelines(TransportObject *t, PyObject *const *args, size_t nargsf,
+                               PyObject *kwnames)
 {
+    PyObject *lines = one_arg(args, nargsf, kwnames, "writelines", "list_of_data");
+    if (lines == NULL)
+        return NULL;
 #if PY_VERSION_HEX >= 0x030C0000
     if (t->eof) {
         PyErr_SetString(PyExc_RuntimeError, "Cannot call writelines() after write_eof()");
@@ -1099,10 +1132,12 @@ static PyObject *tr_is_closing(TransportObject *t, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(t->closing);
 }
 
-static PyObject *tr_get_extra_info(TransportObject *t, PyObject *args)
+/* asyncio's BaseTransport.get_extra_info(name, default=None). */
+static PyObject *tr_get_extra_info(TransportObject *t, PyObject *args, PyObject *kw)
 {
+    static char *kwlist[] = {"name", "default", NULL};
     PyObject *name, *dflt = Py_None;
-    if (!PyArg_UnpackTuple(args, "get_extra_info", 1, 2, &name, &dflt))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:get_extra_info", kwlist, &name, &dflt))
         return NULL;
     if (t->extra_slot != NULL && PyDict_Check(t->extra_slot)) {
         PyObject *v = PyDict_GetItemWithError(t->extra_slot, name);
@@ -1141,8 +1176,12 @@ static int set_protocol(TransportObject *t, PyObject *protocol)
     return 0;
 }
 
-static PyObject *tr_set_protocol(TransportObject *t, PyObject *protocol)
+static PyObject *tr_set_protocol(TransportObject *t, PyObject *const *args, size_t nargsf,
+                                 PyObject *kwnames)
 {
+    PyObject *protocol = one_arg(args, nargsf, kwnames, "set_protocol", "protocol");
+    if (protocol == NULL)
+        return NULL;
     if (set_protocol(t, protocol) < 0)
         return NULL;
     /* The new protocol was never told to pause, so it must not be told to
@@ -1159,43 +1198,127 @@ static PyObject *tr_get_write_buffer_size(TransportObject *t, PyObject *Py_UNUSE
     return PyLong_FromSize_t(t->buffer_size);
 }
 
-static PyObject *tr_get_write_buffer_limits(TransportObject *t, PyObject *Py_UNUSED(ignored))
+/* A mark that passed asyncio's check (>= 0) as the size_t that
+ * buffer_size is compared with: sizes are whole bytes, so "size <= mark"
+ * holds exactly when "size <= floor(mark)"; a mark beyond SIZE_MAX (inf, a
+ * huge int) is never reached.  Returns 0, or -1 with an exception set. */
+static int mark_to_size(PyObject *mark, size_t *out)
 {
-    return Py_BuildValue("(nn)", (Py_ssize_t)t->low, (Py_ssize_t)t->high);
+    PyObject *n;
+    if (PyLong_Check(mark)) {
+        n = Py_NewRef(mark);
+    } else if (PyFloat_Check(mark)) {
+        double d = PyFloat_AS_DOUBLE(mark);
+        if (d >= 18446744073709551616.0) {   /* 2**64, inf */
+            *out = SIZE_MAX;
+            return 0;
+        }
+        *out = (size_t)d;
+        return 0;
+    } else {
+        n = PyNumber_Long(mark);   /* floor for the non-negative: Decimal, Fraction */
+        if (n == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return -1;
+            PyErr_Clear();   /* Decimal('Infinity') */
+            *out = SIZE_MAX;
+            return 0;
+        }
+    }
+    size_t v = PyLong_AsSize_t(n);
+    Py_DECREF(n);
+    if (v == (size_t)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return -1;
+        PyErr_Clear();
+    }
+    *out = v;
+    return 0;
 }
 
+/* asyncio's _FlowControlMixin._set_write_buffer_limits(), with Python's own
+ * arithmetic and comparisons so that every value it takes is taken here
+ * (floats, inf, huge ints) and every value it refuses raises the same
+ * exception (NaN and negatives: ValueError; a str: TypeError):
+ *     if high is None: high = 64 KiB if low is None else 4 * low
+ *     if low is None: low = high // 4
+ *     if not high >= low >= 0: raise ValueError(...) */
 static int set_limits(TransportObject *t, PyObject *high_o, PyObject *low_o)
 {
-    Py_ssize_t high, low;
+    PyObject *high = NULL, *low = NULL, *k = NULL;
+    int rc = -1;
     if (high_o == Py_None) {
-        if (low_o == Py_None) {
-            high = 64 * 1024;
-        } else {
-            low = PyNumber_AsSsize_t(low_o, PyExc_OverflowError);
-            if (low == -1 && PyErr_Occurred())
-                return -1;
-            high = 4 * low;
-        }
+        k = PyLong_FromLong(low_o == Py_None ? 64 * 1024 : 4);
+        if (k == NULL)
+            goto done;
+        high = low_o == Py_None ? Py_NewRef(k) : PyNumber_Multiply(k, low_o);
     } else {
-        high = PyNumber_AsSsize_t(high_o, PyExc_OverflowError);
-        if (high == -1 && PyErr_Occurred())
-            return -1;
+        high = Py_NewRef(high_o);
     }
+    if (high == NULL)
+        goto done;
     if (low_o == Py_None) {
-        low = high / 4;
+        Py_XSETREF(k, PyLong_FromLong(4));
+        low = k ? PyNumber_FloorDivide(high, k) : NULL;
     } else {
-        low = PyNumber_AsSsize_t(low_o, PyExc_OverflowError);
-        if (low == -1 && PyErr_Occurred())
-            return -1;
+        low = Py_NewRef(low_o);
     }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high,
-                     low);
-        return -1;
+    if (low == NULL)
+        goto done;
+    Py_XSETREF(k, PyLong_FromLong(0));
+    if (k == NULL)
+        goto done;
+    int ok = PyObject_RichCompareBool(high, low, Py_GE);
+    if (ok > 0)
+        ok = PyObject_RichCompareBool(low, k, Py_GE);
+    if (ok < 0)
+        goto done;
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "high (%R) must be >= low (%R) must be >= 0", high, low);
+        goto done;
     }
-    t->high = (size_t)high;
-    t->low = (size_t)low;
-    return 0;
+    size_t hs, ls;
+    if (mark_to_size(high, &hs) < 0 || mark_to_size(low, &ls) < 0)
+        goto done;
+    t->high = hs;
+    t->low = ls;
+    /* Keep what was given unless the size says it all (an exact int that fits). */
+    Py_XSETREF(t->high_obj, PyLong_CheckExact(high) && hs != SIZE_MAX ? NULL : Py_NewRef(high));
+    Py_XSETREF(t->low_obj, PyLong_CheckExact(low) && ls != SIZE_MAX ? NULL : Py_NewRef(low));
+    rc = 0;
+done:
+    Py_XDECREF(high);
+    Py_XDECREF(low);
+    Py_XDECREF(k);
+    return rc;
+}
+
+/* A mark as asyncio reports it: the value that was given. */
+static PyObject *mark_object(PyObject *obj, size_t v)
+{
+    return obj != NULL ? Py_NewRef(obj) : PyLong_FromSize_t(v);
+}
+
+static PyObject *tr_get_write_buffer_limits(TransportObject *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *low = mark_object(t->low_obj, t->low);
+    PyObject *high = low ? mark_object(t->high_obj, t->high) : NULL;
+    PyObject *r = high ? PyTuple_Pack(2, low, high) : NULL;
+    Py_XDECREF(low);
+    Py_XDECREF(high);
+    return r;
+}
+
+static PyObject *tr_get_high_water(TransportObject *t, void *closure)
+{
+    (void)closure;
+    return mark_object(t->high_obj, t->high);
+}
+
+static PyObject *tr_get_low_water(TransportObject *t, void *closure)
+{
+    (void)closure;
+    return mark_object(t->low_obj, t->low);
 }
 
 static PyObject *tr_set_write_buffer_limits(TransportObject *t, PyObject *args, PyObject *kw)
@@ -1304,6 +1427,8 @@ static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
     for (int i = 0; i < 4; i++)
         Py_VISIT(t->base_slots[i]);
     Py_VISIT(t->empty_waiter);
+    Py_VISIT(t->high_obj);
+    Py_VISIT(t->low_obj);
     Py_VISIT(t->loop);
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
@@ -1319,6 +1444,8 @@ static int tr_clear(TransportObject *t)
     for (int i = 0; i < 4; i++)
         Py_CLEAR(t->base_slots[i]);
     Py_CLEAR(t->empty_waiter);
+    Py_CLEAR(t->high_obj);
+    Py_CLEAR(t->low_obj);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->server);
     return 0;
@@ -1350,8 +1477,6 @@ static PyMemberDef tr_members[] = {
     {"_closing", T_BOOL, offsetof(TransportObject, closing), READONLY, NULL},
     {"_paused", T_BOOL, offsetof(TransportObject, paused), READONLY, NULL},
     {"_protocol_paused", T_BOOL, offsetof(TransportObject, protocol_paused), READONLY, NULL},
-    {"_high_water", T_PYSSIZET, offsetof(TransportObject, high), READONLY, NULL},
-    {"_low_water", T_PYSSIZET, offsetof(TransportObject, low), READONLY, NULL},
     {"_eof", T_BOOL, offsetof(TransportObject, eof), READONLY, NULL},
     {"_loop", T_OBJECT, offsetof(TransportObject, loop), READONLY, NULL},
     {"_sock", T_OBJECT, offsetof(TransportObject, sock), READONLY, NULL},
@@ -1360,9 +1485,17 @@ static PyMemberDef tr_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyGetSetDef tr_getset[] = {
+    {"_high_water", (getter)tr_get_high_water, NULL, NULL, NULL},
+    {"_low_water", (getter)tr_get_low_water, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef tr_methods[] = {
-    {"write", (PyCFunction)tr_write, METH_O, "Write data; never blocks."},
-    {"writelines", (PyCFunction)tr_writelines, METH_O, "Write an iterable of data."},
+    {"write", (PyCFunction)(void (*)(void))tr_write, METH_FASTCALL | METH_KEYWORDS,
+     "Write data; never blocks."},
+    {"writelines", (PyCFunction)(void (*)(void))tr_writelines, METH_FASTCALL | METH_KEYWORDS,
+     "Write an iterable of data."},
     {"write_eof", (PyCFunction)tr_write_eof, METH_NOARGS,
      "Close the write end after flushing buffered data."},
     {"can_write_eof", (PyCFunction)tr_can_write_eof, METH_NOARGS, NULL},
@@ -1373,9 +1506,11 @@ static PyMethodDef tr_methods[] = {
     {"pause_reading", (PyCFunction)tr_pause_reading, METH_NOARGS, NULL},
     {"resume_reading", (PyCFunction)tr_resume_reading, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)tr_is_reading, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)tr_get_extra_info, METH_VARARGS, NULL},
+    {"get_extra_info", (PyCFunction)(void (*)(void))tr_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS, NULL},
     {"get_protocol", (PyCFunction)tr_get_protocol, METH_NOARGS, NULL},
-    {"set_protocol", (PyCFunction)tr_set_protocol, METH_O, NULL},
+    {"set_protocol", (PyCFunction)(void (*)(void))tr_set_protocol,
+     METH_FASTCALL | METH_KEYWORDS, NULL},
     {"get_write_buffer_size", (PyCFunction)tr_get_write_buffer_size, METH_NOARGS, NULL},
     {"get_write_buffer_limits", (PyCFunction)tr_get_write_buffer_limits, METH_NOARGS, NULL},
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))tr_set_write_buffer_limits,
@@ -1400,6 +1535,7 @@ static PyType_Slot tr_slots[] = {
     {Py_tp_repr, tr_repr},
     {Py_tp_methods, tr_methods},
     {Py_tp_members, tr_members},
+    {Py_tp_getset, tr_getset},
     {0, NULL},
 };
 

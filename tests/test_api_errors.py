@@ -368,3 +368,87 @@ async def test_write_type_check_is_asyncios():
                 c.tr.write(bad)
         c.tr.write(memoryview(array.array("h", [1, 2])))   # a view of one is fine
         assert await c.receive(4) == array.array("h", [1, 2]).tobytes()
+
+
+# ---- keywords, get_extra_info, write buffer limits ---------------------------
+
+async def test_one_argument_methods_take_it_by_keyword():
+    async with Connection() as c:
+        c.tr.write(data=b"k")
+        c.tr.writelines(list_of_data=[b"l"])
+        c.tr.set_protocol(protocol=c.pr)
+        assert c.tr.get_protocol() is c.pr
+        with pytest.raises(TypeError):
+            c.tr.write(payload=b"x")
+        with pytest.raises(TypeError):
+            c.tr.write()
+        with pytest.raises(TypeError):
+            c.tr.write(b"x", b"y")
+        assert await c.receive(2) == b"kl"
+
+
+async def test_get_extra_info_default_keyword():
+    async with Connection() as c:
+        assert c.tr.get_extra_info("no-such-key", default=5) == 5
+        assert c.tr.get_extra_info("no-such-key", 6) == 6
+        assert c.tr.get_extra_info(name="peername") == c.tr.get_extra_info("peername")
+        with pytest.raises(TypeError):
+            c.tr.get_extra_info()
+        with pytest.raises(TypeError):
+            c.tr.get_extra_info([])   # unhashable
+
+
+async def test_set_write_buffer_limits_takes_real_numbers():
+    async with Connection() as c:
+        tr = c.tr
+        cases = [
+            ((1000.7, 10.2), (10.2, 1000.7)),
+            ((None, 3.5), (3.5, 14.0)),
+            ((1.5,), (0.0, 1.5)),
+            ((math.inf, 0), (0, math.inf)),
+            ((math.inf, math.inf), (math.inf, math.inf)),
+            ((2**70,), (2**68, 2**70)),
+            ((fractions.Fraction(9, 2),), (fractions.Fraction(1), fractions.Fraction(9, 2))),
+            ((), (16384, 65536)),
+        ]
+        for args, limits in cases:
+            assert tr.set_write_buffer_limits(*args) is None
+            assert tr.get_write_buffer_limits() == limits
+        tr.set_write_buffer_limits(low=2.5, high=10.0)
+        assert tr.get_write_buffer_limits() == (2.5, 10.0)
+
+
+async def test_set_write_buffer_limits_refuses_what_asyncio_refuses():
+    async with Connection() as c:
+        tr = c.tr
+        tr.set_write_buffer_limits(100, 10)
+        nan = math.nan
+        cases = [
+            ((nan,), ValueError), ((None, nan), ValueError), ((nan, 1), ValueError),
+            ((math.inf,), ValueError),   # low = inf // 4 is NaN
+            ((1, nan), ValueError), ((-1,), ValueError), ((None, -1), ValueError),
+            ((10, 20), ValueError), ((-math.inf,), ValueError), ((-0.5,), ValueError),
+            (("a",), TypeError), ((None, "a"), TypeError), ((1j,), TypeError),
+            (([1],), TypeError),
+        ]
+        for args, exc in cases:
+            with pytest.raises(exc):
+                tr.set_write_buffer_limits(*args)
+            assert tr.get_write_buffer_limits() == (10, 100), args   # unchanged
+        with pytest.raises(TypeError):
+            tr.set_write_buffer_limits(1, 2, 3)
+        with pytest.raises(TypeError):
+            tr.set_write_buffer_limits(hi=1)
+
+
+async def test_float_marks_drive_flow_control():
+    # A high mark of 0.5 pauses the protocol as soon as one byte waits, and
+    # a low mark of 0.25 resumes it only when nothing does.
+    async with Connection() as c:
+        c.tr.set_write_buffer_limits(high=0.5, low=0.25)
+        payload = b"x" * (8 * 1024 * 1024)
+        c.tr.write(payload)
+        assert c.pr.calls == ["pause_writing"]
+        assert len(await c.receive(len(payload), timeout=30)) == len(payload)
+        assert c.pr.calls == ["pause_writing", "resume_writing"]
+        assert c.tr.get_write_buffer_size() == 0
