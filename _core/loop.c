@@ -211,9 +211,28 @@ static int is_coroutine_function(PyObject *cb)
     return 0;
 }
 
-static int check_callback(PyObject *cb, const char *method)
+/* Refuses a coroutine, a coroutine function and a non-callable, in every
+ * mode (asyncio: in debug mode only; docs/compatibility.md, B1).  Plain
+ * functions, methods and builtins are recognised here; in debug mode any
+ * other callable (a functools.partial of a coroutine function, a function
+ * marked with inspect.markcoroutinefunction) also goes through asyncio's
+ * own test, so that debug mode refuses exactly what asyncio's refuses. */
+static int check_callback(LoopObject *L, PyObject *cb, const char *method)
 {
-    if (PyCoro_CheckExact(cb) || is_coroutine_function(cb)) {
+    int coro = PyCoro_CheckExact(cb) || is_coroutine_function(cb);
+    if (!coro && L->debug && !PyFunction_Check(cb) && !PyMethod_Check(cb) &&
+        !PyCFunction_Check(cb)) {
+        PyObject *helpers = aio_debug_helpers(L->st);
+        PyObject *r = helpers ? PyObject_CallMethod(helpers, "is_coroutine_callback", "O", cb)
+                              : NULL;
+        if (r == NULL)
+            return -1;
+        coro = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (coro < 0)
+            return -1;
+    }
+    if (coro) {
         PyErr_Format(PyExc_TypeError, "coroutines cannot be used with %s()", method);
         return -1;
     }
@@ -293,7 +312,7 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
         return NULL;
     if (L->debug && !threadsafe && check_thread(L) < 0)
         return NULL;
-    if (check_callback(a.param[0], method) < 0)
+    if (check_callback(L, a.param[0], method) < 0)
         return NULL;
     HandleObject *h = aio_handle_new(L->st, 0, a.param[0], a.rest, a.nrest, (PyObject *)L,
                                      a.context);
@@ -343,7 +362,7 @@ static int check_schedule(LoopObject *L, PyObject *callback, const char *method)
         return -1;
     if (L->debug && check_thread(L) < 0)
         return -1;
-    return check_callback(callback, method);
+    return check_callback(L, callback, method);
 }
 
 static PyObject *schedule_at(LoopObject *L, double when, call_args *a)

@@ -1,7 +1,7 @@
 """Rarely-hot helpers the C core calls: reprs, debug-mode tracebacks and
 messages, written once in Python so they match asyncio's exactly."""
 import sys
-from asyncio import base_events, format_helpers
+from asyncio import base_events, coroutines, format_helpers
 from asyncio.log import logger
 
 
@@ -31,6 +31,12 @@ def handle_repr(handle):
     if hasattr(handle, "_when"):
         info.insert(2 if handle._cancelled else 1, f"when={handle._when}")
     return "<{}>".format(" ".join(info))
+
+
+def is_coroutine_callback(callback):
+    # asyncio's BaseEventLoop._check_callback, for the callables the C core
+    # does not recognise by itself (debug mode only).
+    return coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback)
 
 
 def log_slow_callback(handle, dt):

@@ -8,6 +8,7 @@ import array
 import asyncio
 import decimal
 import fractions
+import functools
 import math
 import os
 import socket
@@ -23,6 +24,10 @@ PY312 = sys.version_info >= (3, 12)
 
 
 def noop(*args):
+    pass
+
+
+async def coro_fn(*args):
     pass
 
 
@@ -186,6 +191,24 @@ def test_callback_and_deadline_by_keyword(any_loop):
         loop.call_at(callback=noop)
     with pytest.raises(TypeError):
         loop.call_soon(noop, bogus=1)
+
+
+def test_debug_mode_refuses_the_callbacks_asyncio_refuses(any_loop):
+    # asyncio's debug mode refuses what asyncio.iscoroutinefunction() says
+    # is a coroutine function, a partial of one included; aioloop looked at
+    # plain functions only.  Outside debug mode asyncio checks nothing, and
+    # aioloop does not look through partials either.
+    loop = any_loop
+    partial = functools.partial(coro_fn, 1)
+    calls = (lambda cb: loop.call_soon(cb), lambda cb: loop.call_soon_threadsafe(cb),
+             lambda cb: loop.call_later(10, cb), lambda cb: loop.call_at(loop.time() + 10, cb))
+    for call in calls:
+        call(partial).cancel()
+    loop.set_debug(True)
+    for call in calls:
+        with pytest.raises(TypeError):
+            call(partial)
+        call(functools.partial(noop, 1)).cancel()
 
 
 # ---- a closed loop is checked first ------------------------------------------
