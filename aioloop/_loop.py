@@ -27,6 +27,7 @@ from . import _debug  # noqa: F401
 __all__ = ("Loop",)
 
 _AF = socket.AddressFamily
+_AI_NUMERICHOST = int(socket.AI_NUMERICHOST)
 _SK = socket.SocketKind
 
 
@@ -231,9 +232,13 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         self._check_default_executor()
         try:
             # A numeric host never blocks; answer it without a thread hop.
-            return socket.getaddrinfo(
-                host, port, family, type, proto, flags | socket.AI_NUMERICHOST
-            )
+            # Flags that are not an int go to the socket module as they are,
+            # so that its checks (and their order) are the ones asyncio's
+            # executor call would meet.  The flag is or-ed as a plain int:
+            # AddressInfo's own | would drop unknown bits (-1 | flag is 2047),
+            # turning flags the C library refuses into valid ones.
+            numeric = flags | _AI_NUMERICHOST if isinstance(flags, int) else flags
+            return socket.getaddrinfo(host, port, family, type, proto, numeric)
         except socket.gaierror as exc:
             if exc.errno != socket.EAI_NONAME:
                 raise

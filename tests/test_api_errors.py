@@ -255,6 +255,19 @@ async def test_resolution_after_default_executor_shutdown_is_refused():
         await loop.getnameinfo(("127.0.0.1", 80))
 
 
+async def test_getaddrinfo_flags_reach_the_socket_module_as_given():
+    # aioloop tries a numeric lookup first with AI_NUMERICHOST or-ed in: as
+    # an AddressInfo flag that turned -1 into 2047 (a valid value), and a
+    # non-int made a TypeError before the socket module's own checks.
+    loop = asyncio.get_running_loop()
+    with pytest.raises(socket.gaierror):
+        await loop.getaddrinfo("127.0.0.1", None, flags=-1)
+    with pytest.raises(OverflowError):   # type is parsed before flags
+        await loop.getaddrinfo(None, b"80", type=2**200, flags=decimal.Decimal(1))
+    with pytest.raises(TypeError):
+        await loop.getaddrinfo("127.0.0.1", 80, flags=1.5)
+
+
 # ---- stream transports: a client connected to a server on the same loop ---------
 
 class Sink(asyncio.Protocol):
