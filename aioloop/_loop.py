@@ -311,6 +311,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             except OSError:
                 extra["peername"] = None
         base_events._set_nodelay(sock)
+        # Looked up before the transport exists: a protocol without it fails
+        # here with asyncio's AttributeError, and no stream is left started.
+        connection_made = protocol.connection_made
         transport = _core.StreamTransport(self, sock, protocol, extra, server)
         if server is not None:
             if _ATTACH_TAKES_TRANSPORT:
@@ -318,7 +321,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             else:
                 server._attach()
         self._transports[sock.fileno()] = transport
-        self.call_soon(protocol.connection_made, transport)
+        self.call_soon(connection_made, transport)
         self.call_soon(transport._start_reading)
         if waiter is not None:
             self.call_soon(futures._set_result_unless_cancelled, waiter, None)

@@ -9,6 +9,7 @@ import asyncio
 import decimal
 import fractions
 import functools
+import gc
 import math
 import os
 import socket
@@ -327,6 +328,25 @@ def capture_errors(loop):
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
     return errors
+
+
+async def test_protocol_without_connection_made_leaves_no_transport():
+    # asyncio's transport fails (AttributeError) when it schedules
+    # connection_made; aioloop's had already started its stream by then and
+    # kept it, with the socket, until the loop closed.
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        gc.collect()
+        before = sum(isinstance(o, asyncio.Transport) for o in gc.get_objects())
+        with pytest.raises(AttributeError):
+            await loop.create_connection(lambda: None, "127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        gc.collect()
+        assert sum(isinstance(o, asyncio.Transport) for o in gc.get_objects()) == before
+    finally:
+        listener.close()
 
 
 # ---- writelines / write: what they take, all or nothing ----------------------
