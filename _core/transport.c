@@ -1017,6 +1017,11 @@ static int tr_close_completed(TransportObject *t, int deliver)
     t->stash_first = t->stash_last = NULL;
     if (deliver)
         maybe_close_socket(t);
+    else if (t->closing)
+        /* The loop is closing: connection_lost will never run, so the
+         * socket of a transport the user closed is closed now (as on the
+         * streams loop.close() finds still open). */
+        close_socket(t);
     stream_unlink_free(t->loop, s);   /* may drop the last reference to t */
     return 0;
 }
