@@ -84,6 +84,14 @@ int aio_handle_capture_traceback(aio_state *st, HandleObject *h);
 /* Imports aioloop._debug on first use; returns a borrowed reference. */
 PyObject *aio_debug_helpers(aio_state *st);
 
+/* The one place an engine error (-errno, passed as errno) becomes Python's:
+ * the OSError subclass OSError(errno, strerror) maps it to
+ * (ConnectionResetError, BlockingIOError, ...).  aio_oserror returns a new
+ * exception object (NULL with an error set if even that failed);
+ * aio_set_errno_error raises it and returns -1. */
+PyObject *aio_oserror(int err);
+int aio_set_errno_error(int err);
+
 
 /* The raised exception as one object (3.12's API, emulated on 3.11). */
 static inline PyObject *aio_err_fetch(void)

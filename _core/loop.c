@@ -328,7 +328,7 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     if (threadsafe && L->engine_ready)
-        aio_wakeup_signal(&L->engine.cq_wake);
+        aio_engine_wake(L->engine);
     return (PyObject *)h;
 }
 
@@ -510,7 +510,7 @@ static PyObject *loop_timer_handle_cancelled(LoopObject *L, PyObject *h)
 static PyObject *loop_write_to_self(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
     if (L->engine_ready)
-        aio_wakeup_signal(&L->engine.cq_wake);
+        aio_engine_wake(L->engine);
     Py_RETURN_NONE;
 }
 
@@ -568,7 +568,7 @@ static void pyreq_free(pyreq *r)
 
 static int submit(LoopObject *L, pyreq *r)
 {
-    int rc = aio_engine_submit(&L->engine, &r->req);
+    int rc = aio_engine_submit(L->engine, &r->req);
     if (rc < 0) {
         errno = -rc;
         PyErr_SetFromErrno(PyExc_OSError);
@@ -708,7 +708,7 @@ static int drain_completions(LoopObject *L, int deliver)
     /* What a SystemExit/KeyboardInterrupt left undelivered comes first. */
     aio_qnode *n = L->backlog;
     L->backlog = NULL;
-    aio_qnode *fresh = aio_engine_flush(&L->engine);
+    aio_qnode *fresh = aio_engine_flush(L->engine);
     if (n == NULL) {
         n = fresh;
     } else {
@@ -745,68 +745,24 @@ static int engine_ensure(LoopObject *L)
     return L->engine_ready ? 0 : -1;
 }
 
-/* The io_uring engine: one io_uring_enter submits what the iteration queued
- * and sleeps; the loop's epoll descriptor is watched from inside the ring
- * and read without blocking when it fired (or fired last time: readiness
- * is level-triggered and the ring only sees new wakeups). */
-static int loop_poll_uring(LoopObject *L, int timeout_ms)
-{
-    struct epoll_event events[64];
-    aio_wakeup *w = &L->engine.cq_wake;
-    int rc, n = 0;
-    if (timeout_ms == 0 || L->epoll_hot) {
-        rc = aio_uring_wait(&L->engine, 0, 0);
-    } else {
-        aio_wakeup_sleep_begin(w);
-        /* Re-check after announcing the sleep (see loop_poll). */
-        if (!aio_mpsc_empty(&L->engine.cq))
-            timeout_ms = 0;
-        Py_BEGIN_ALLOW_THREADS
-        rc = aio_uring_wait(&L->engine, timeout_ms, L->nfds_watched > 0);
-        Py_END_ALLOW_THREADS
-        /* The ring's read of the eventfd consumed the counter. */
-        (void)aio_wakeup_sleep_end(w);
-    }
-    if (rc > 0 || L->epoll_hot) {
-        n = epoll_wait(L->epfd, events, 64, 0);
-        L->epoll_hot = n > 0;
-    }
-    if (rc == -EINTR)
-        return PyErr_CheckSignals();
-    if (rc < 0) {
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    return n > 0 ? aio_fd_dispatch(L, events, n) : 0;
-}
-
+/* Waits for completions, a wake or readiness (the engine's backend decides
+ * how) and queues the readiness callbacks that fired. */
 static int loop_poll(LoopObject *L, int timeout_ms)
 {
-    if (L->engine.uring != NULL)
-        return loop_poll_uring(L, timeout_ms);
     struct epoll_event events[64];
-    aio_wakeup *w = &L->engine.cq_wake;
-    aio_wakeup_sleep_begin(w);
-    /* Re-check after announcing the sleep: completions pushed before this
-     * point are seen here, later ones will write the eventfd. */
-    if (!aio_mpsc_empty(&L->engine.cq))
-        timeout_ms = 0;
     int n;
-    Py_BEGIN_ALLOW_THREADS
-    n = epoll_wait(L->epfd, events, 64, timeout_ms);
-    Py_END_ALLOW_THREADS
-    int err = errno;
-    if (aio_wakeup_sleep_end(w) || n > 0)
-        aio_wakeup_drain(w);
-    if (n < 0) {
-        if (err == EINTR)
-            return PyErr_CheckSignals();
-        errno = err;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+    if (timeout_ms != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        n = aio_engine_wait(L->engine, timeout_ms, L->nfds_watched > 0, events, 64);
+        Py_END_ALLOW_THREADS
+    } else {
+        n = aio_engine_wait(L->engine, 0, L->nfds_watched > 0, events, 64);
     }
-    return aio_fd_dispatch(L, events, n);
+    if (n == -EINTR)
+        return PyErr_CheckSignals();
+    if (n < 0)
+        return aio_set_errno_error(-n);
+    return n > 0 ? aio_fd_dispatch(L, events, n) : 0;
 }
 
 static int run_ready_debug(LoopObject *L, HandleObject *h)
@@ -853,8 +809,7 @@ static int loop_run_once(LoopObject *L)
     /* With callbacks waiting there is nothing to sleep for, and completions
      * arrive through the queue, not through epoll: skip the syscall unless
      * readiness callbacks are registered (they must not starve). */
-    if ((timeout_ms != 0 || L->nfds_watched > 0 ||
-         (L->engine.uring != NULL && (L->epoll_hot || aio_uring_pending(&L->engine)))) &&
+    if ((timeout_ms != 0 || L->nfds_watched > 0 || aio_engine_poll_pending(L->engine)) &&
         loop_poll(L, timeout_ms) < 0)
         return -1;
     /* The same order as asyncio's _run_once, whose ready list is [callbacks
@@ -875,7 +830,8 @@ static int loop_run_once(LoopObject *L)
         if (rc < 0)
             return -1;
     }
-    if ((L->backlog != NULL || !aio_mpsc_empty(&L->engine.cq)) && drain_completions(L, 1) < 0)
+    if ((L->backlog != NULL || aio_engine_has_completions(L->engine)) &&
+        drain_completions(L, 1) < 0)
         return -1;
     while (L->heap_len > 0 && timer_key(L->heap[0]) < end) {
         TimerHandleObject *t = heap_pop(L);
@@ -1070,7 +1026,7 @@ static void shutdown_engine(LoopObject *L)
     if (!L->engine_ready)
         return;
     Py_BEGIN_ALLOW_THREADS
-    aio_engine_stop(&L->engine);
+    aio_engine_stop(L->engine);
     Py_END_ALLOW_THREADS
     drain_completions(L, 0);
     aio_streams_shutdown(L);
@@ -1080,7 +1036,8 @@ static void shutdown_engine(LoopObject *L)
         inflight_remove(r);
         pyreq_free(r);
     }
-    aio_engine_destroy(&L->engine);
+    aio_engine_free(L->engine);
+    L->engine = NULL;
     L->engine_ready = 0;
     if (L->epfd >= 0)
         close(L->epfd);
@@ -1126,12 +1083,13 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
                              "engine", "ring_buffers", NULL};
     int threads = 0, resolver = 0, inline_writes = 0, ring_buffers = 256;
     Py_ssize_t bufsize = 65536;
-    const char *engine = "threads";
+    const char *engine = "auto";
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinpsi:Loop", kwlist, &threads, &resolver,
                                      &bufsize, &inline_writes, &engine, &ring_buffers))
         return -1;
-    if (strcmp(engine, "threads") != 0 && strcmp(engine, "uring") != 0) {
-        PyErr_Format(PyExc_ValueError, "engine must be 'threads' or 'uring', not '%s'", engine);
+    if (aio_backend_resolve(engine) == NULL) {
+        PyErr_Format(PyExc_ValueError, "engine must be 'auto', 'uring' or 'threads', not '%s'",
+                     engine);
         return -1;
     }
     L->inline_writes = (char)inline_writes;
@@ -1150,45 +1108,37 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
                      "ring_buffers must be a power of two from 1 to 32768, not %d", ring_buffers);
         return -1;
     }
-    if (threads == 0)
-        threads = aio_default_threads();
-    if (resolver == 0)
-        resolver = 2;
-    int rc = aio_engine_init(&L->engine, threads, resolver, (size_t)bufsize);
-    if (rc < 0) {
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
     L->epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 0};
-    if (L->epfd < 0 || epoll_ctl(L->epfd, EPOLL_CTL_ADD, L->engine.cq_wake.fd, &ev) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        if (L->epfd >= 0)
-            close(L->epfd);
+    if (L->epfd < 0)
+        return aio_set_errno_error(errno);
+    aio_engine_config cfg = {
+        .backend = engine,
+        .threads = threads,
+        .resolver_threads = resolver,
+        .bufsize = (size_t)bufsize,
+        .ring_buffers = (unsigned)ring_buffers,
+        .watch_fd = L->epfd,
+    };
+    int rc = aio_engine_new(&L->engine, &cfg);
+    if (rc < 0) {
+        close(L->epfd);
         L->epfd = -1;
-        aio_engine_destroy(&L->engine);
-        return -1;
-    }
-    if (strcmp(engine, "uring") == 0) {
-        rc = ring_buffers > 0 ? aio_engine_use_uring(&L->engine, L->epfd, (unsigned)ring_buffers)
-                              : -EINVAL;
-        if (rc < 0) {
+        if (strcmp(engine, "uring") == 0)
             PyErr_Format(PyExc_OSError, "io_uring engine unavailable: %s%s", strerror(-rc),
                          rc == -ENOSYS ? " (aioloop was built without liburing)" : "");
-            close(L->epfd);
-            L->epfd = -1;
-            aio_engine_destroy(&L->engine);
-            return -1;
-        }
+        else
+            aio_set_errno_error(-rc);
+        return -1;
     }
+    L->engine_name = aio_engine_backend(L->engine);
     L->engine_ready = 1;
     return 0;
 }
 
 static PyObject *loop_engine_kind(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
-    return PyUnicode_FromString(L->engine.uring != NULL ? "uring" : "threads");
+    /* What the loop ran on, closed or not (a string of the backend table). */
+    return PyUnicode_FromString(L->engine_name != NULL ? L->engine_name : "none");
 }
 
 static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
@@ -1289,26 +1239,29 @@ static int set_thread_id(LoopObject *L, PyObject *v, void *c)
 DOUBLE_GETSET(clock_resolution, clock_resolution)
 DOUBLE_GETSET(slow_callback_duration, slow_callback_duration)
 
-static PyObject *loop_engine_stats(LoopObject *L, PyObject *Py_UNUSED(ignored))
+/* loop.stats(): the engine's counters, cheap enough to poll (no syscall,
+ * no lock); documented in docs/api.md.  {} once the loop is closed. */
+static PyObject *loop_stats(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
     if (!L->engine_ready)
         return PyDict_New();
-    int started = 0;
-    for (int i = 0; i < L->engine.nio; i++)
-        started += L->engine.io[i].started;
-    for (int i = 0; i < L->engine.nblocking; i++)
-        started += L->engine.blocking[i].started;
-    uint64_t u[4];
-    aio_uring_counters(&L->engine, u);
+    aio_engine_stats st;
+    aio_engine_get_stats(L->engine, &st);
     return Py_BuildValue(
-        "{s:i,s:i,s:i,s:K,s:L,s:K,s:L,s:K,s:K,s:K,s:K}", "threads", L->engine.nio,
-        "resolver_threads", L->engine.nblocking, "started_threads", started,
-        "loop_wakeups", (unsigned long long)atomic_load(&L->engine.cq_wake.writes),
-        "inflight", (long long)atomic_load(&L->engine.inflight),
-        "iterations", (unsigned long long)L->iterations,
-        "buffers_outstanding", (long long)atomic_load(&L->engine.pool.outstanding),
-        "uring_enobufs", (unsigned long long)u[0], "uring_enters", (unsigned long long)u[1],
-        "uring_sq_full", (unsigned long long)u[2], "uring_buffers_held", (unsigned long long)u[3]);
+        "{s:s,s:K,s:K,s:K,s:K,s:K,s:L,s:L,s:L,s:K,s:K,s:i,s:i,s:i,s:K}", "engine", L->engine_name,
+        "completions", (unsigned long long)st.completions,
+        "wakeups", (unsigned long long)st.wakeups,
+        "submissions", (unsigned long long)st.submissions,
+        "bytes_in", (unsigned long long)st.bytes_in,
+        "bytes_out", (unsigned long long)st.bytes_out,
+        "buffers_in_use", (long long)st.buffers_in_use,
+        "streams_open", (long long)st.streams_open,
+        "backlog", (long long)st.inflight,
+        "ring_enters", (unsigned long long)st.enters,
+        "starved_reads", (unsigned long long)st.starved,
+        "threads_started", st.threads_started, "threads", st.io_threads,
+        "resolver_threads", st.resolver_threads,
+        "iterations", (unsigned long long)L->iterations);
 }
 
 static PyMethodDef loop_methods[] = {
@@ -1337,7 +1290,8 @@ static PyMethodDef loop_methods[] = {
     {"_remove_writer", (PyCFunction)aio_loop_remove_writer, METH_O, NULL},
     {"_fd_events", (PyCFunction)aio_loop_fd_events, METH_O, NULL},
     {"_engine_kind", (PyCFunction)loop_engine_kind, METH_NOARGS, NULL},
-    {"_engine_stats", (PyCFunction)loop_engine_stats, METH_NOARGS, NULL},
+    {"stats", (PyCFunction)loop_stats, METH_NOARGS,
+     "The engine's counters as a dict (see docs/api.md)."},
     {NULL, NULL, 0, NULL},
 };
 

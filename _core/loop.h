@@ -35,11 +35,10 @@ typedef struct {
     /* Transport completions that were flushed but not yet dispatched because
      * a callback raised SystemExit/KeyboardInterrupt. */
     aio_qnode *backlog;
-    aio_stream *streams;     /* live streams (transports, listeners) */
     char inline_writes;      /* write() tries one send() before queueing */
-    char epoll_hot;          /* uring: epfd reported events last time; look again */
     int engine_ready;
-    aio_engine engine;
+    aio_engine *engine;      /* NULL before init and after close */
+    const char *engine_name; /* the backend it ran on; kept after close */
     pyreq inflight;          /* sentinel of the in-flight list */
     /* State read by asyncio.BaseEventLoop through the getsets below. */
     char closed, stopping, debug, running;

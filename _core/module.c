@@ -1,6 +1,24 @@
 /* aioloop._core: module state and multi-phase initialisation. */
 #include "core.h"
 
+#include <string.h>
+
+PyObject *aio_oserror(int err)
+{
+    if (err == ENOMEM)
+        return PyObject_CallNoArgs(PyExc_MemoryError);
+    /* OSError.__new__ picks the subclass from the errno. */
+    return PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
+}
+
+int aio_set_errno_error(int err)
+{
+    PyObject *exc = aio_oserror(err);
+    if (exc != NULL)
+        aio_err_restore(exc);
+    return -1;
+}
+
 static struct PyModuleDef aio_module_def;
 
 aio_state *aio_get_state_by_type(PyTypeObject *tp)

@@ -109,7 +109,7 @@ static int is_fatal_base(PyObject *exc)
 
 static PyObject *oserror_from_errno(int err)
 {
-    return PyObject_CallFunction(PyExc_OSError, "is", err, strerror(err));
+    return aio_oserror(err);
 }
 
 static void wq_drop(TransportObject *t, size_t from)
@@ -180,7 +180,7 @@ static void begin_close(TransportObject *t, PyObject *exc)
         aio_stream_pause(t->stream);
         /* Out of memory for a small request: the socket stays registered
          * until the loop closes; connection_lost still comes. */
-        (void)aio_stream_control(&t->loop->engine, t->stream, AIO_OP_STREAM_CLOSE);
+        (void)aio_stream_control(t->loop->engine, t->stream, AIO_OP_STREAM_CLOSE);
     }
     PyObject *arg = exc ? exc : Py_None;
     PyObject *m = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
@@ -341,12 +341,10 @@ static int submit_write(TransportObject *t)
     r->u.wr.s = t->stream;
     r->u.wr.iov = iov;
     r->u.wr.iovcnt = (int)k;
-    int rc = aio_stream_submit(&t->loop->engine, t->stream, r);
+    int rc = aio_stream_write(t->loop->engine, t->stream, r);
     if (rc < 0) {
         free(r);
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
+        return aio_set_errno_error(-rc);
     }
     t->wreq = r;
     t->wreq_chunks = k;
@@ -531,7 +529,8 @@ static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
     if (wq_reserve(t, n) < 0)
         return -1;
     size_t sent = 0;
-    if ((t->inline_writes || total >= INLINE_WRITE_MIN) && t->wq_len == 0 && t->wreq == NULL) {
+    if ((t->inline_writes || total >= INLINE_WRITE_MIN) && t->wq_len == 0 && t->wreq == NULL &&
+        t->stream != NULL) {
         struct iovec small[WPIECES_ON_STACK];
         size_t k = n < IOV_MAX ? n : IOV_MAX;
         struct iovec *iov = k <= WPIECES_ON_STACK ? small : PyMem_Malloc(k * sizeof *iov);
@@ -543,16 +542,11 @@ static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
             iov[i].iov_base = (void *)p[i].ptr;
             iov[i].iov_len = p[i].len;
         }
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = k};
-        ssize_t r;
-        do {
-            r = sendmsg(t->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } while (r < 0 && errno == EINTR);
-        int err = errno;
+        long r = aio_stream_send_now(t->loop->engine, t->stream, iov, (int)k);
         if (iov != small)
             PyMem_Free(iov);
-        if (r < 0 && err != EAGAIN && err != EWOULDBLOCK) {
-            PyObject *exc = oserror_from_errno(err);
+        if (r < 0) {
+            PyObject *exc = oserror_from_errno((int)-r);
             if (exc == NULL)
                 return -1;
             fatal_error(t, exc, "Fatal write error on socket transport");
@@ -924,11 +918,10 @@ static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int 
     }
     aio_req_free(r);
     /* On shutdown (deliver == 0) the workers are gone: nothing to restart. */
+    int err;
     if (deliver && t->stream != NULL &&
-        aio_stream_release(&t->loop->engine, t->stream, 1) < 0 && rc == 0) {
-        PyErr_NoMemory();
-        rc = -1;
-    }
+        (err = aio_stream_release(t->loop->engine, t->stream, 1)) < 0 && rc == 0)
+        rc = aio_set_errno_error(-err);
     return rc;
 }
 
@@ -981,8 +974,9 @@ static PyObject *tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignor
             return NULL;
         t->stash_scheduled = 1;
     }
-    if (t->stream != NULL && aio_stream_resume(&t->loop->engine, t->stream) < 0)
-        return PyErr_NoMemory();
+    int err;
+    if (t->stream != NULL && (err = aio_stream_resume(t->loop->engine, t->stream)) < 0)
+        return aio_set_errno_error(-err), NULL;
     Py_RETURN_NONE;
 }
 
@@ -991,8 +985,9 @@ static PyObject *tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignore
 {
     if (t->closing || t->paused || t->stream == NULL)
         Py_RETURN_NONE;
-    if (aio_stream_resume(&t->loop->engine, t->stream) < 0)
-        return PyErr_NoMemory();
+    int err = aio_stream_resume(t->loop->engine, t->stream);
+    if (err < 0)
+        return aio_set_errno_error(-err), NULL;
     Py_RETURN_NONE;
 }
 
@@ -1394,12 +1389,12 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     t->inline_writes = L->inline_writes;
     if (t->extra_slot == NULL || set_protocol(t, protocol) < 0)
         goto fail;
-    t->stream = aio_stream_new(&L->engine, fd, AIO_STREAM_CONN, READ_CREDITS, t);
+    t->stream = aio_stream_new(L->engine, fd, AIO_STREAM_CONN, READ_CREDITS, t);
     if (t->stream == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
-    int rc = aio_stream_control(&L->engine, t->stream, AIO_OP_STREAM_START);
+    int rc = aio_stream_control(L->engine, t->stream, AIO_OP_STREAM_START);
     if (rc < 0) {
         free(t->stream);
         t->stream = NULL;
@@ -1584,8 +1579,8 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         Py_DECREF(l);
         return NULL;
     }
-    l->stream = aio_stream_new(&L->engine, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS, l);
-    int rc = l->stream ? aio_stream_control(&L->engine, l->stream, AIO_OP_STREAM_START)
+    l->stream = aio_stream_new(L->engine, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS, l);
+    int rc = l->stream ? aio_stream_control(L->engine, l->stream, AIO_OP_STREAM_START)
                        : -ENOMEM;
     if (rc < 0) {
         free(l->stream);
@@ -1602,8 +1597,10 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 
 static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
-    if (!l->closing && l->stream != NULL && aio_stream_resume(&l->loop->engine, l->stream) < 0)
-        return PyErr_NoMemory();
+    int err;
+    if (!l->closing && l->stream != NULL &&
+        (err = aio_stream_resume(l->loop->engine, l->stream)) < 0)
+        return aio_set_errno_error(-err), NULL;
     Py_RETURN_NONE;
 }
 
@@ -1627,14 +1624,14 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
         aio_stream_pause(l->stream);
         /* CLOSE first: on io_uring it cancels the accept in the ring at
          * once, which holds its own reference to the socket. */
-        int rc = aio_stream_control(&l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
+        int rc = aio_stream_control(l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
         int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (ph >= 0) {
             dup3(ph, l->fd, O_CLOEXEC);
             close(ph);
         }
         if (rc < 0)
-            return PyErr_NoMemory();
+            return aio_set_errno_error(-rc), NULL;
     }
     Py_RETURN_NONE;
 }
@@ -1695,7 +1692,7 @@ static int ls_completion(ListenerObject *l, aio_req *r, int deliver)
     }
     aio_req_free(r);
     if (deliver && l->stream != NULL &&
-        aio_stream_release(&l->loop->engine, l->stream, 1) < 0 && rc == 0) {
+        aio_stream_release(l->loop->engine, l->stream, 1) < 0 && rc == 0) {
         PyErr_NoMemory();
         rc = -1;
     }
@@ -1758,26 +1755,16 @@ PyType_Spec aio_listener_spec = {
  * every completion that names it. */
 static void stream_link(LoopObject *L, aio_stream *s)
 {
-    Py_INCREF((PyObject *)s->owner);
-    s->lprev = NULL;
-    s->lnext = L->streams;
-    if (L->streams)
-        L->streams->lprev = s;
-    L->streams = s;
+    (void)L;   /* the engine lists the stream; the binding holds its owner */
+    Py_INCREF((PyObject *)aio_stream_owner(s));
 }
 
 static void stream_unlink_free(LoopObject *L, aio_stream *s)
 {
     if (s == NULL)
         return;
-    if (s->lprev)
-        s->lprev->lnext = s->lnext;
-    else
-        L->streams = s->lnext;
-    if (s->lnext)
-        s->lnext->lprev = s->lprev;
-    PyObject *owner = s->owner;
-    aio_stream_free(s);
+    PyObject *owner = aio_stream_owner(s);
+    aio_stream_free(L->engine, s);
     Py_DECREF(owner);
 }
 
@@ -1785,9 +1772,9 @@ int aio_transport_completion(LoopObject *L, aio_req *r, int deliver)
 {
     (void)L;
     aio_stream *s = r->u.ctl.s;
-    if (s->kind == AIO_STREAM_LISTENER)
-        return ls_completion((ListenerObject *)s->owner, r, deliver);
-    TransportObject *t = (TransportObject *)s->owner;
+    if (aio_stream_kind(s) == AIO_STREAM_LISTENER)
+        return ls_completion((ListenerObject *)aio_stream_owner(s), r, deliver);
+    TransportObject *t = (TransportObject *)aio_stream_owner(s);
     switch (r->op) {
     case AIO_OP_STREAM_READ:
         return read_completed(t, r, deliver);
@@ -1818,20 +1805,17 @@ int aio_transport_completion(LoopObject *L, aio_req *r, int deliver)
  * (a write parked on a worker), without calling Python code. */
 void aio_streams_shutdown(LoopObject *L)
 {
-    while (L->streams != NULL) {
-        aio_stream *s = L->streams;
-        if (s->kind == AIO_STREAM_LISTENER) {
-            ListenerObject *l = s->owner;
+    aio_stream *s;
+    while ((s = aio_engine_streams(L->engine)) != NULL) {
+        if (aio_stream_kind(s) == AIO_STREAM_LISTENER) {
+            ListenerObject *l = aio_stream_owner(s);
             l->stream = NULL;
             l->closing = 1;
             close(l->fd);
             l->fd = -1;
         } else {
-            TransportObject *t = s->owner;
-            if (s->wreq != NULL) {
-                aio_req_free(s->wreq);
-                s->wreq = NULL;
-            }
+            TransportObject *t = aio_stream_owner(s);
+            /* A write parked in the engine is freed with the stream. */
             if (t->wreq != NULL) {
                 t->wreq = NULL;
                 t->wreq_chunks = 0;
@@ -1855,7 +1839,9 @@ void aio_streams_shutdown(LoopObject *L)
 
 int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg)
 {
-    for (aio_stream *s = L->streams; s != NULL; s = s->lnext)
-        Py_VISIT((PyObject *)s->owner);
+    if (L->engine == NULL)
+        return 0;
+    for (aio_stream *s = aio_engine_streams(L->engine); s != NULL; s = aio_stream_next(s))
+        Py_VISIT((PyObject *)aio_stream_owner(s));
     return 0;
 }

@@ -103,10 +103,6 @@ _unix = unix_events._UnixSelectorEventLoop
 _selector_loop = selector_events.BaseSelectorEventLoop
 
 
-# Whether io_uring worked in this process: None until the first "auto" loop
-# tries it; a refusal (seccomp, io_uring_disabled, old kernel) is remembered.
-_URING_USABLE = None if _core.URING_COMPILED else False
-
 
 class Loop(_core.Loop, base_events.BaseEventLoop):
     """An asyncio event loop whose I/O is done by background completion threads.
@@ -126,9 +122,6 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                  ring_buffers=None):
         if engine is None:
             engine = os.environ.get("AIOLOOP_ENGINE") or "auto"
-        if engine not in ("auto", "uring", "threads"):
-            self._closed = True
-            raise ValueError(f"engine must be 'auto', 'uring' or 'threads', not {engine!r}")
         if threads is None:
             threads = _env_int("AIOLOOP_THREADS")
         if resolver_threads is None:
@@ -142,20 +135,10 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 ring_buffers = _env_int("AIOLOOP_RING_BUFFERS")
             if ring_buffers:
                 kw["ring_buffers"] = ring_buffers
-            if engine == "auto":
-                global _URING_USABLE
-                engine = "threads"
-                if _URING_USABLE is not False:
-                    try:
-                        _core.Loop.__init__(self, engine="uring", **kw)
-                        _URING_USABLE = True
-                        engine = None
-                    except OSError:
-                        _URING_USABLE = False   # refused here: the portable engine
-                if engine is not None:
-                    _core.Loop.__init__(self, engine="threads", **kw)
-            else:
-                _core.Loop.__init__(self, engine=engine, **kw)
+            # The C core validates the name and decides "auto" once per
+            # process (a cached probe), falling back to the threads engine
+            # where a ring is refused.
+            _core.Loop.__init__(self, engine=engine, **kw)
         except BaseException:
             self._closed = True   # nothing to close; keeps __del__ quiet
             raise

@@ -328,7 +328,7 @@ def test_close_joins_completion_threads(aloop):
         await aloop.getaddrinfo("localhost", 80)
 
     aloop.run_until_complete(main())
-    assert aloop._engine_stats()["started_threads"] >= 1
+    assert aloop.stats()["threads_started"] >= 1
     aloop.run_until_complete(aloop.shutdown_default_executor())
     aloop.close()
     # shutdown_default_executor's own helper thread (3.12+) may still be on
@@ -555,7 +555,7 @@ def test_close_with_resolution_in_flight(aloop):
 
     aloop.run_until_complete(main())
     aloop.close()
-    assert aloop._engine_stats() == {}
+    assert aloop.stats() == {}
 
 
 # ---- the Python face ------------------------------------------------------------
@@ -581,9 +581,11 @@ def test_run_helper():
 def test_run_debug_and_loop_kwargs():
     async def main():
         loop = asyncio.get_running_loop()
-        return loop.get_debug(), loop._engine_stats()["threads"]
+        # Completion threads for sockets exist on the threads engine only.
+        return loop.get_debug(), loop.stats()["threads"], loop.engine
 
-    assert aioloop.run(main(), debug=True, threads=3) == (True, 3)
+    debug, threads, engine = aioloop.run(main(), debug=True, threads=3)
+    assert debug is True and threads == (3 if engine == "threads" else 0)
 
 
 def test_asyncio_run_with_loop_factory():

@@ -341,7 +341,7 @@ async def test_slow_reader_64mib_integrity_and_bounded_buffer():
         tr.close()
         await pr.lost
     if _is_aioloop(loop):
-        await _wait_for(lambda: loop._engine_stats()["buffers_outstanding"] == 0)
+        await _wait_for(lambda: loop.stats()["buffers_in_use"] == 0)
 
 
 async def test_pause_reading_holds_data_and_resume_delivers_in_order():

@@ -3,7 +3,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "aio_engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -76,12 +76,8 @@ void aio_req_free(aio_req *r)
         free(r->u.gni.serv);
         break;
     case AIO_OP_STREAM_READ:
-        if (r->u.rd.pool != NULL) {
-            aio_pool_put(r->u.rd.pool, r);
-            return;
-        }
-        if (r->u.rd.ring != NULL) {
-            aio_uring_buf_put(r->u.rd.ring, r);
+        if (r->u.rd.release != NULL) {
+            r->u.rd.release(r);   /* the buffer goes back to its backend */
             return;
         }
         break;

@@ -6,7 +6,7 @@
  * 32-bit tag with the index so that a pop racing with pop+push of the same
  * buffer (ABA) fails its compare-exchange instead of corrupting the list.
  * Growth takes a mutex; get and put never do. */
-#include "aio_engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

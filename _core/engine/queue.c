@@ -4,7 +4,7 @@
  * the single consumer takes the whole stack with one exchange ("interlocked
  * flush") and reverses it to restore FIFO order.  Pushes never wait for the
  * consumer and the consumer never waits for producers. */
-#include "aio_engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -12,7 +12,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "aio_engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -21,99 +21,34 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-/* Read completions live at the start of a pool buffer, payload after them. */
-#define READ_HDR ((sizeof(aio_req) + 15u) & ~(size_t)15u)
-
-size_t aio_read_capacity(aio_engine *e)
+static void pool_release(aio_req *r)
 {
-    return e->pool.bufsize - READ_HDR;
+    aio_pool_put(r->u.rd.buf_owner, r);
 }
 
-/* ---- loop side ---- */
-
-aio_stream *aio_stream_new(aio_engine *e, int fd, int kind, int credits, void *owner)
-{
-    aio_stream *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return NULL;
-    s->fd = fd;
-    s->kind = kind;
-    s->credits = credits > 0 ? credits : 1;
-    s->owner = owner;
-    s->worker = e->uring ? NULL : &e->io[e->rr_io++ % (unsigned)e->nio];
-    atomic_init(&s->unconsumed, 0);
-    atomic_init(&s->paused, 1);
-    atomic_init(&s->parked, 0);
-    return s;
-}
-
-void aio_stream_free(aio_stream *s)
-{
-    free(s->u_acc);
-    free(s->u_close);
-    free(s);
-}
-
-int aio_stream_submit(aio_engine *e, aio_stream *s, aio_req *r)
-{
-    if (e->uring != NULL) {
-        if (e->stopped)
-            return -ESHUTDOWN;
-        return r->op == AIO_OP_STREAM_WRITE ? aio_uring_stream_write(e, s, r)
-                                            : aio_uring_stream_control(e, s, r);
-    }
-    return aio_engine_submit_to(e, s->worker, r);
-}
-
-int aio_stream_control(aio_engine *e, aio_stream *s, int op)
-{
-    aio_req *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return -ENOMEM;
-    r->op = op;
-    r->u.ctl.s = s;
-    int rc = aio_stream_submit(e, s, r);
-    if (rc < 0)
-        free(r);
-    return rc;
-}
-
+/* Loop side of the handshake: the condition was just made true (seq_cst
+ * stores); if the worker parked, exactly one of us clears `parked`. */
 static int may_deliver(aio_stream *s)
 {
     return !atomic_load(&s->paused) && atomic_load(&s->unconsumed) < s->credits;
 }
 
-/* Loop side of the handshake: the condition was just made true (seq_cst
- * stores); if the worker parked, exactly one of us clears `parked`. */
-static int unpark(aio_engine *e, aio_stream *s)
+int aio__threads_unpark(aio_engine *e, aio_stream *s)
 {
-    if (!atomic_load(&s->parked) || !may_deliver(s))
+    if (!atomic_load(&s->b.t.parked) || !may_deliver(s))
         return 0;
     int one = 1;
-    if (!atomic_compare_exchange_strong(&s->parked, &one, 0))
+    if (!atomic_compare_exchange_strong(&s->b.t.parked, &one, 0))
         return 0;
-    return aio_stream_control(e, s, AIO_OP_STREAM_REARM);
-}
-
-int aio_stream_release(aio_engine *e, aio_stream *s, int n)
-{
-    atomic_fetch_sub(&s->unconsumed, n);
-    if (e->uring != NULL)
-        return aio_uring_stream_kick(e, s);
-    return unpark(e, s);
-}
-
-void aio_stream_pause(aio_stream *s)
-{
-    atomic_store(&s->paused, 1);
-}
-
-int aio_stream_resume(aio_engine *e, aio_stream *s)
-{
-    atomic_store(&s->paused, 0);
-    if (e->uring != NULL)
-        return aio_uring_stream_kick(e, s);
-    return unpark(e, s);
+    aio_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -ENOMEM;
+    r->op = AIO_OP_STREAM_REARM;
+    r->u.ctl.s = s;
+    int rc = aio__worker_submit(e, s->b.t.worker, r);
+    if (rc < 0)
+        free(r);
+    return rc;
 }
 
 /* ---- worker side ---- */
@@ -123,17 +58,17 @@ int aio_stream_resume(aio_engine *e, aio_stream *s)
  * then the loop submits REARM when it makes room. */
 static int park(aio_stream *s)
 {
-    atomic_store(&s->parked, 1);
+    atomic_store(&s->b.t.parked, 1);
     if (!may_deliver(s))
         return 0;
     int one = 1;
-    return atomic_compare_exchange_strong(&s->parked, &one, 0);
+    return atomic_compare_exchange_strong(&s->b.t.parked, &one, 0);
 }
 
 static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
 {
     aio_pool *pool = &w->engine->pool;
-    while (s->readable && !s->done_reading) {
+    while (s->b.t.readable && !s->done_reading) {
         if (!may_deliver(s) && !park(s))
             return;
         aio_req *r = aio_pool_get(pool);
@@ -144,19 +79,20 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
             r = calloc(1, sizeof *r);
             if (r == NULL)
                 return;   /* retried on the next edge or REARM */
-            r->u.rd.pool = NULL;
+            r->u.rd.release = NULL;
             r->u.rd.data = NULL;
             r->u.rd.cap = 0;
         } else {
-            r->u.rd.pool = pool;
-            r->u.rd.ring = NULL;
-            r->u.rd.data = (char *)r + READ_HDR;
-            r->u.rd.cap = pool->bufsize - READ_HDR;
+            r->u.rd.release = pool_release;
+            r->u.rd.buf_owner = pool;
+            r->u.rd.scarce = 0;
+            r->u.rd.data = (char *)r + AIO_READ_HDR;
+            r->u.rd.cap = pool->bufsize - AIO_READ_HDR;
             do {
                 n = recv(s->fd, r->u.rd.data, r->u.rd.cap, 0);
             } while (n < 0 && errno == EINTR);
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                s->readable = 0;
+                s->b.t.readable = 0;
                 aio_pool_put(pool, r);
                 return;
             }
@@ -175,8 +111,8 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
             /* A short read drained the socket and the next arrival raises
              * an edge -- unless the peer's FIN or an error was already
              * reported with this edge: then read on until recv() says so. */
-            if ((size_t)n < r->u.rd.cap && !s->hup)
-                s->readable = 0;
+            if ((size_t)n < r->u.rd.cap && !s->b.t.hup)
+                s->b.t.readable = 0;
         }
         atomic_fetch_add(&s->unconsumed, 1);
         aio_add_relaxed(&w->engine->inflight, 1);
@@ -186,7 +122,7 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
 
 static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
 {
-    while (s->readable) {
+    while (s->b.t.readable) {
         if (!may_deliver(s) && !park(s))
             return;
         aio_req *r = calloc(1, sizeof *r);
@@ -201,7 +137,7 @@ static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
         if (fd < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK) {
-                s->readable = 0;
+                s->b.t.readable = 0;
                 free(r);
                 return;
             }
@@ -220,7 +156,7 @@ static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
             atomic_fetch_add(&s->unconsumed, 1);
             aio_add_relaxed(&w->engine->inflight, 1);
             aio_chain_add(out, r);
-            atomic_store(&s->parked, 1);
+            atomic_store(&s->b.t.parked, 1);
             return;
         }
         r->op = AIO_OP_STREAM_ACCEPT;
@@ -230,25 +166,6 @@ static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
         aio_add_relaxed(&w->engine->inflight, 1);
         aio_chain_add(out, r);
     }
-}
-
-void aio_iov_advance(aio_req *r, size_t n)
-{
-    r->u.wr.sent += n;
-    while (n > 0 && r->u.wr.iovpos < r->u.wr.iovcnt) {
-        struct iovec *v = &r->u.wr.iov[r->u.wr.iovpos];
-        if (n >= v->iov_len) {
-            n -= v->iov_len;
-            v->iov_len = 0;
-            r->u.wr.iovpos++;
-        } else {
-            v->iov_base = (char *)v->iov_base + n;
-            v->iov_len -= n;
-            n = 0;
-        }
-    }
-    while (r->u.wr.iovpos < r->u.wr.iovcnt && r->u.wr.iov[r->u.wr.iovpos].iov_len == 0)
-        r->u.wr.iovpos++;
 }
 
 /* Sends what the socket takes.  Returns 1 when the request is finished. */
@@ -269,7 +186,7 @@ static int write_some(aio_stream *s, aio_req *r)
             r->result = -errno;
             return 1;
         }
-        aio_iov_advance(r, (size_t)n);
+        aio__iov_advance(r, (size_t)n);
     }
     r->result = 0;
     return 1;
@@ -278,9 +195,9 @@ static int write_some(aio_stream *s, aio_req *r)
 void aio__stream_event(aio_worker *w, aio_stream *s, uint32_t events, aio_chain *out)
 {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        s->readable = 1;
+        s->b.t.readable = 1;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        s->hup = 1;
+        s->b.t.hup = 1;
     if (s->kind == AIO_STREAM_LISTENER) {
         accept_some(w, s, out);
         return;

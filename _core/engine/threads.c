@@ -1,15 +1,13 @@
-/* The `threads` backend: completion threads over epoll.
- *
- * Each worker sleeps in epoll_wait on its own epoll instance, in which its
- * wakeup eventfd is registered (socket readiness joins it with the transport
- * work).  On waking it takes its whole submission queue in one flush,
- * executes each request, and pushes the finished batch onto the engine's
- * completion queue in one operation, so one batch costs the loop thread at
- * most one wakeup.  Workers never touch Python objects. */
+/* The `threads` backend: completion threads over epoll do the socket
+ * syscalls.  Each stream is served by one I/O worker (round robin), which
+ * registers it edge-triggered in its own epoll and reads, accepts and writes
+ * as stream.c describes; reads land in the engine's buffer pool.  The loop
+ * thread waits in the loop's epoll, where the completion queue's eventfd is
+ * registered, so one epoll_wait covers completions and the readiness API. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "aio_engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -17,249 +15,100 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-int aio_default_threads(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    int t = (int)(n / 2);
-    if (t < 1)
-        t = 1;
-    if (t > 8)
-        t = 8;
-    return t;
-}
+int aio__threads_unpark(aio_engine *e, aio_stream *s);
 
-/* Pushes a FIFO batch of finished requests and wakes the loop if it sleeps. */
-static void complete_batch(aio_engine *e, aio_qnode *first, aio_qnode *last)
+static int th_setup(aio_engine *e, const aio_engine_config *cfg)
 {
-    if (first == NULL)
-        return;
-    aio_mpsc_push_chain(&e->cq, first, last);
-    aio_wakeup_signal(&e->cq_wake);
-}
-
-/* Executes (or, when stopping, cancels) every queued submission; finished
- * requests join `out`. */
-static void run_submissions(aio_worker *w, int cancel, aio_chain *out)
-{
-    aio_qnode *n = aio_mpsc_flush(&w->sq);
-    while (n != NULL) {
-        aio_qnode *next = n->next;
-        aio_req *r = AIO_REQ_OF(n);
-        int finished = 1;
-        if (cancel)
-            r->result = -ECANCELED;
-        else
-            finished = aio__execute(w, r, out);
-        aio_add_relaxed(&w->executed, 1);
-        if (finished)
-            aio_chain_add(out, r);
-        n = next;
-    }
-}
-
-static void *worker_main(void *arg)
-{
-    aio_worker *w = arg;
-    struct epoll_event events[64];
-
-    for (;;) {
-        aio_wakeup_sleep_begin(&w->wake);
-        int timeout = -1;
-        /* Re-check after announcing the sleep (see queue.c's handshake). */
-        if (!aio_mpsc_empty(&w->sq) || aio_load_acquire(&w->stop))
-            timeout = 0;
-        int n = epoll_wait(w->epfd, events, 64, timeout);
-        int woken = aio_wakeup_sleep_end(&w->wake);
-        if (aio_load_acquire(&w->stop))
-            break;
-        aio_chain out = {NULL, NULL};
-        /* Socket events first, then submissions: a CLOSE submitted for a
-         * stream must come after any event of this round that names it. */
-        for (int i = 0; i < n; i++) {
-            if (events[i].data.ptr == NULL)
-                woken = 1;
-            else
-                aio__stream_event(w, events[i].data.ptr, events[i].events, &out);
-        }
-        if (woken)
-            aio_wakeup_drain(&w->wake);
-        run_submissions(w, 0, &out);
-        complete_batch(w->engine, out.first, out.last);
-    }
-    /* Stopping: what was never executed comes back cancelled.  Writes parked
-     * on a stream stay there; the loop frees them with the stream. */
-    aio_chain out = {NULL, NULL};
-    run_submissions(w, 1, &out);
-    complete_batch(w->engine, out.first, out.last);
-    return NULL;
-}
-
-static int worker_init(aio_worker *w, aio_engine *e, int blocking)
-{
-    memset(w, 0, sizeof *w);
-    w->engine = e;
-    w->blocking = blocking;
-    w->epfd = -1;
-    w->wake.fd = -1;
-    aio_mpsc_init(&w->sq);
-    atomic_init(&w->stop, 0);
-    atomic_init(&w->executed, 0);
-    int rc = aio_wakeup_init(&w->wake);
+    int n = cfg->threads > 0 ? cfg->threads : aio_default_threads();
+    int rc = aio_pool_init(&e->pool, cfg->bufsize);
     if (rc < 0)
         return rc;
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->epfd < 0)
-        return -errno;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake.fd, &ev) < 0)
-        return -errno;
-    return 0;
-}
-
-static void worker_close(aio_worker *w)
-{
-    if (w->epfd >= 0)
-        close(w->epfd);
-    w->epfd = -1;
-    aio_wakeup_close(&w->wake);
-}
-
-static int worker_start(aio_worker *w)
-{
-    if (w->started)
-        return 0;
-    pthread_attr_t attr;
-    int rc = pthread_attr_init(&attr);
-    if (rc)
-        return -rc;
-    /* Workers run C only: a small stack is plenty (getaddrinfo included). */
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    rc = pthread_create(&w->tid, &attr, worker_main, w);
-    pthread_attr_destroy(&attr);
-    if (rc)
-        return -rc;
-    w->started = 1;
-    return 0;
-}
-
-int aio_engine_init(aio_engine *e, int nio, int nblocking, size_t bufsize)
-{
-    memset(e, 0, sizeof *e);
-    e->cq_wake.fd = -1;
-    aio_mpsc_init(&e->cq);
-    atomic_init(&e->inflight, 0);
-    if (nio < 1 || nblocking < 1)
-        return -EINVAL;
-    int rc = aio_wakeup_init(&e->cq_wake);
-    if (rc < 0)
-        return rc;
-    rc = aio_pool_init(&e->pool, bufsize);
+    rc = aio__workers_init(e, &e->io, n, 0);
     if (rc < 0) {
-        aio_wakeup_close(&e->cq_wake);
-        return rc;
-    }
-    e->io = calloc((size_t)nio, sizeof *e->io);
-    e->blocking = calloc((size_t)nblocking, sizeof *e->blocking);
-    if (e->io == NULL || e->blocking == NULL) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    for (int i = 0; i < nio; i++, e->nio++) {
-        if ((rc = worker_init(&e->io[i], e, 0)) < 0) {
-            worker_close(&e->io[i]);
-            goto fail;
-        }
-    }
-    for (int i = 0; i < nblocking; i++, e->nblocking++) {
-        if ((rc = worker_init(&e->blocking[i], e, 1)) < 0) {
-            worker_close(&e->blocking[i]);
-            goto fail;
-        }
-    }
-    return 0;
-fail:
-    aio_engine_destroy(e);
-    return rc;
-}
-
-int aio_engine_submit(aio_engine *e, aio_req *r)
-{
-    aio_worker *w;
-    if (r->op == AIO_OP_GETADDRINFO || r->op == AIO_OP_GETNAMEINFO)
-        w = &e->blocking[e->rr_blocking++ % (unsigned)e->nblocking];
-    else
-        w = &e->io[e->rr_io++ % (unsigned)e->nio];
-    return aio_engine_submit_to(e, w, r);
-}
-
-int aio_engine_submit_to(aio_engine *e, aio_worker *w, aio_req *r)
-{
-    if (e->stopped)
-        return -ESHUTDOWN;   /* the workers were joined: nothing may start again */
-    int rc = worker_start(w);
-    if (rc < 0)
-        return rc;
-    aio_add_relaxed(&e->inflight, 1);
-    aio_mpsc_push(&w->sq, &r->node);
-    aio_wakeup_signal(&w->wake);
-    return 0;
-}
-
-aio_qnode *aio_engine_flush(aio_engine *e)
-{
-    if (e->uring != NULL)
-        aio_uring_reap(e);
-    aio_qnode *first = aio_mpsc_flush(&e->cq);
-    int64_t n = 0;
-    for (aio_qnode *q = first; q != NULL; q = q->next)
-        n++;
-    if (n)
-        aio_sub_relaxed(&e->inflight, n);
-    return first;
-}
-
-static void stop_group(aio_worker *ws, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (!ws[i].started)
-            continue;
-        aio_store_release(&ws[i].stop, 1);
-        /* The worker may be asleep: force the write regardless of state. */
-        uint64_t one = 1;
-        ssize_t k;
-        do {
-            k = write(ws[i].wake.fd, &one, sizeof one);
-        } while (k < 0 && errno == EINTR);
-    }
-    for (int i = 0; i < n; i++) {
-        if (!ws[i].started)
-            continue;
-        pthread_join(ws[i].tid, NULL);
-        ws[i].started = 0;
-    }
-}
-
-void aio_engine_stop(aio_engine *e)
-{
-    e->stopped = 1;
-    aio_uring_stop(e);
-    stop_group(e->io, e->nio);
-    stop_group(e->blocking, e->nblocking);
-}
-
-void aio_engine_destroy(aio_engine *e)
-{
-    aio_uring_destroy(e);
-    for (int i = 0; i < e->nio; i++)
-        worker_close(&e->io[i]);
-    for (int i = 0; i < e->nblocking; i++)
-        worker_close(&e->blocking[i]);
-    free(e->io);
-    free(e->blocking);
-    e->io = e->blocking = NULL;
-    e->nio = e->nblocking = 0;
-    if (e->cq_wake.fd >= 0) {
-        aio_wakeup_close(&e->cq_wake);
         aio_pool_destroy(&e->pool);
+        return rc;
     }
+    e->nio = n;
+    return 0;
 }
+
+static void th_stream_init(aio_engine *e, aio_stream *s)
+{
+    s->b.t.worker = &e->io[e->rr_io++ % (unsigned)e->nio];
+    atomic_init(&s->b.t.parked, 0);
+}
+
+static int th_stream_submit(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    return aio__worker_submit(e, s->b.t.worker, r);
+}
+
+static void th_stream_fini(aio_engine *e, aio_stream *s)
+{
+    (void)e;
+    (void)s;
+}
+
+static int th_poll_pending(aio_engine *e)
+{
+    (void)e;
+    return 0;
+}
+
+static int th_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_event *events,
+                   int maxevents)
+{
+    (void)watching;   /* the loop's epoll is where this backend sleeps anyway */
+    aio_wakeup *w = &e->cq_wake;
+    aio_wakeup_sleep_begin(w);
+    /* Re-check after announcing the sleep: completions pushed before this
+     * point are seen here, later ones will write the eventfd. */
+    if (!aio_mpsc_empty(&e->cq))
+        timeout_ms = 0;
+    int n = epoll_wait(e->watch_fd, events, maxevents, timeout_ms);
+    int err = errno;
+    if (aio_wakeup_sleep_end(w) || n > 0)
+        aio_wakeup_drain(w);
+    return n < 0 ? -err : n;
+}
+
+static void th_reap(aio_engine *e)
+{
+    (void)e;   /* workers push their completions themselves */
+}
+
+static void th_stop(aio_engine *e)
+{
+    aio__workers_stop(e->io, e->nio);
+}
+
+static void th_destroy(aio_engine *e)
+{
+    aio__workers_free(e->io, e->nio);
+    e->io = NULL;
+    e->nio = 0;
+    aio_pool_destroy(&e->pool);
+}
+
+static void th_stats(aio_engine *e, aio_engine_stats *out)
+{
+    out->buffers_in_use = atomic_load(&e->pool.outstanding);
+    for (int i = 0; i < e->nio; i++)
+        out->threads_started += e->io[i].started;
+}
+
+const aio_backend aio__backend_threads = {
+    .name = "threads",
+    .setup = th_setup,
+    .stream_init = th_stream_init,
+    .stream_control = th_stream_submit,
+    .stream_write = th_stream_submit,
+    .stream_kick = aio__threads_unpark,
+    .stream_fini = th_stream_fini,
+    .poll_pending = th_poll_pending,
+    .wait = th_wait,
+    .reap = th_reap,
+    .stop = th_stop,
+    .destroy = th_destroy,
+    .stats = th_stats,
+};

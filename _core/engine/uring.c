@@ -35,8 +35,85 @@
  *     refuses new stream operations. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+
+/* The loop thread's wait: one io_uring_enter submits what the iteration
+ * queued and sleeps; the loop's epoll descriptor is watched from inside the
+ * ring and read without blocking when it fired (or fired last time:
+ * readiness is level-triggered and the ring only sees new wakeups). */
+static int ur_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_event *events,
+                   int maxevents)
+{
+    struct aio_uring *u = U(e);
+    int rc, n = 0;
+    if (timeout_ms == 0 || u->epoll_hot) {
+        rc = ring_enter(e, 0, 0);
+    } else {
+        aio_wakeup_sleep_begin(&e->cq_wake);
+        /* Re-check after announcing the sleep (see the threads backend). */
+        if (!aio_mpsc_empty(&e->cq))
+            timeout_ms = 0;
+        rc = ring_enter(e, timeout_ms, watching);
+        /* The ring's read of the eventfd consumed the counter. */
+        (void)aio_wakeup_sleep_end(&e->cq_wake);
+    }
+    if (rc > 0 || u->epoll_hot) {
+        n = epoll_wait(e->watch_fd, events, maxevents, 0);
+        u->epoll_hot = n > 0;
+    }
+    if (rc < 0)
+        return rc;
+    return n > 0 ? n : 0;
+}
+
+static void ur_stream_init(aio_engine *e, aio_stream *s)
+{
+    (void)e;
+    (void)s;   /* calloc'd: nothing armed, nothing in the ring */
+}
+
+static void ur_stream_fini(aio_engine *e, aio_stream *s)
+{
+    (void)e;
+    free(s->b.u.acc);
+    free(s->b.u.close);
+}
+
+int aio__uring_probe(void)
+{
+    struct io_uring ring;
+    int rc = io_uring_queue_init(2, &ring, 0);
+    if (rc < 0)
+        return rc;
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
+    int ok = probe != NULL && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
+             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
+    if (probe != NULL)
+        io_uring_free_probe(probe);
+    io_uring_queue_exit(&ring);
+    return ok ? 0 : -EOPNOTSUPP;
+}
+
+const aio_backend aio__backend_uring = {
+    .name = "uring",
+    .setup = ur_setup,
+    .stream_init = ur_stream_init,
+    .stream_control = ur_stream_control,
+    .stream_write = ur_stream_write,
+    .stream_kick = ur_stream_kick,
+    .stream_fini = ur_stream_fini,
+    .poll_pending = ur_poll_pending,
+    .wait = ur_wait,
+    .reap = ur_reap,
+    .stop = ur_stop,
+    .destroy = ur_destroy,
+    .stats = ur_stats,
+};
+
 #endif
-#include "aio_engine.h"
+#include "engine_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -52,7 +129,8 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#define READ_HDR ((sizeof(aio_req) + 15u) & ~(size_t)15u)
+#define READ_HDR AIO_READ_HDR
+#define U(e) ((struct aio_uring *)(e)->backend_data)
 #define RING_ENTRIES 1024
 #define BGID 1
 
@@ -90,6 +168,7 @@ struct aio_uring {
     aio_stream *starved, *starved_tail;
     uint64_t n_enobufs, n_enters, n_sq_full;   /* counters for _engine_stats */
     int defer;                 /* DEFER_TASKRUN: completions only post on enter */
+    int epoll_hot;             /* the loop's epoll had events last time: look again */
     int stopping;              /* aio_uring_stop runs: arm nothing new */
     int64_t ops;               /* stream operations (recv, accept, send) in the ring */
 };
@@ -114,11 +193,6 @@ static int forked(struct aio_uring *u)
     return atomic_load_explicit(&fork_generation, memory_order_relaxed) != u->fork_gen;
 }
 
-int aio_uring_compiled(void)
-{
-    return 1;
-}
-
 /* An SQE, submitting the queue first if it is full. */
 static struct io_uring_sqe *get_sqe(struct aio_uring *u)
 {
@@ -133,8 +207,7 @@ static struct io_uring_sqe *get_sqe(struct aio_uring *u)
 
 static void complete(aio_engine *e, aio_req *r)
 {
-    aio_add_relaxed(&e->inflight, 1);
-    aio_mpsc_push(&e->cq, &r->node);
+    aio__complete(e, r);
 }
 
 static int may_read(aio_stream *s)
@@ -171,16 +244,16 @@ static int arm_watch(struct aio_uring *u)
 /* Arms a recv or an accept when the stream may deliver and has none. */
 static int arm(aio_engine *e, aio_stream *s)
 {
-    struct aio_uring *u = e->uring;
-    if (s->u_armed || s->u_close != NULL || s->done_reading || s->u_starved || !s->registered ||
+    struct aio_uring *u = U(e);
+    if (s->b.u.armed || s->b.u.close != NULL || s->done_reading || s->b.u.starved || !s->registered ||
         !may_read(s) || !u->ring_ok || u->stopping)
         return 0;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (sqe == NULL)
         return -EBUSY;
     if (s->kind == AIO_STREAM_LISTENER) {
-        aio_req *r = s->u_acc;
-        if (r == NULL && (r = s->u_acc = calloc(1, sizeof *r)) == NULL) {
+        aio_req *r = s->b.u.acc;
+        if (r == NULL && (r = s->b.u.acc = calloc(1, sizeof *r)) == NULL) {
             io_uring_prep_nop(sqe);
             io_uring_sqe_set_data64(sqe, UD_IGNORE);
             return -ENOMEM;
@@ -197,9 +270,10 @@ static int arm(aio_engine *e, aio_stream *s)
         sqe->buf_group = BGID;
         io_uring_sqe_set_data64(sqe, UD(s, TAG_RECV));
     }
-    s->u_armed = 1;
-    s->u_inflight++;
+    s->b.u.armed = 1;
+    s->b.u.inflight++;
     u->ops++;
+    e->n_submissions++;
     return 0;
 }
 
@@ -221,11 +295,11 @@ static void free_buffers(struct aio_uring *u)
 
 static void starve(struct aio_uring *u, aio_stream *s)
 {
-    s->u_starved = 1;
-    s->u_next_starved = NULL;
-    s->u_prev_starved = u->starved_tail;
+    s->b.u.starved = 1;
+    s->b.u.next_starved = NULL;
+    s->b.u.prev_starved = u->starved_tail;
     if (u->starved_tail != NULL)
-        u->starved_tail->u_next_starved = s;
+        u->starved_tail->b.u.next_starved = s;
     else
         u->starved = s;
     u->starved_tail = s;
@@ -234,25 +308,28 @@ static void starve(struct aio_uring *u, aio_stream *s)
 
 static void unstarve(struct aio_uring *u, aio_stream *s)
 {
-    if (s->u_prev_starved != NULL)
-        s->u_prev_starved->u_next_starved = s->u_next_starved;
+    if (s->b.u.prev_starved != NULL)
+        s->b.u.prev_starved->b.u.next_starved = s->b.u.next_starved;
     else
-        u->starved = s->u_next_starved;
-    if (s->u_next_starved != NULL)
-        s->u_next_starved->u_prev_starved = s->u_prev_starved;
+        u->starved = s->b.u.next_starved;
+    if (s->b.u.next_starved != NULL)
+        s->b.u.next_starved->b.u.prev_starved = s->b.u.prev_starved;
     else
-        u->starved_tail = s->u_prev_starved;
-    s->u_next_starved = s->u_prev_starved = NULL;
-    s->u_starved = 0;
+        u->starved_tail = s->b.u.prev_starved;
+    s->b.u.next_starved = s->b.u.prev_starved = NULL;
+    s->b.u.starved = 0;
 }
+
+static void ring_release(aio_req *r);
 
 /* The read completion that lives in provided buffer bid. */
 static aio_req *read_req_at(struct aio_uring *u, unsigned bid)
 {
     aio_req *r = (aio_req *)(void *)(u->bufs + (size_t)bid * u->stride);
-    r->u.rd.ring = u;
+    r->u.rd.release = ring_release;
+    r->u.rd.buf_owner = u;
     r->u.rd.bid = bid;
-    r->u.rd.pool = NULL;
+    r->u.rd.scarce = 1;
     r->u.rd.data = (char *)r + READ_HDR;
     r->u.rd.cap = u->cap;
     return r;
@@ -286,7 +363,7 @@ static void buf_return(struct aio_uring *u, unsigned bid)
     while (u->starved != NULL && u->ring_ok) {
         aio_stream *s = u->starved;
         unstarve(u, s);
-        if (!may_read(s) || s->u_close != NULL || s->done_reading || !s->registered)
+        if (!may_read(s) || s->b.u.close != NULL || s->done_reading || !s->registered)
             continue;   /* resume_reading or the credit's release arms it */
         aio_req *r = read_req_at(u, bid);
         ssize_t n;
@@ -305,7 +382,7 @@ static void buf_return(struct aio_uring *u, unsigned bid)
     buf_add(u, bid);
 }
 
-void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
+static void buf_put(struct aio_uring *u, aio_req *r)
 {
     u->outstanding--;
     if (u->dead) {
@@ -316,28 +393,34 @@ void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
     buf_return(u, r->u.rd.bid);
 }
 
+/* A read completion's provided buffer comes back (aio_req_free). */
+static void ring_release(aio_req *r)
+{
+    buf_put(r->u.rd.buf_owner, r);
+}
+
 static void maybe_close(aio_engine *e, aio_stream *s)
 {
-    if (s->u_close != NULL && s->u_inflight == 0) {
-        aio_req *r = s->u_close;
-        s->u_close = NULL;
+    if (s->b.u.close != NULL && s->b.u.inflight == 0) {
+        aio_req *r = s->b.u.close;
+        s->b.u.close = NULL;
         complete(e, r);
     }
 }
 
 static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
 {
-    struct aio_uring *u = e->uring;
-    s->u_armed = 0;
-    s->u_inflight--;
-    e->uring->ops--;
+    struct aio_uring *u = U(e);
+    s->b.u.armed = 0;
+    s->b.u.inflight--;
+    U(e)->ops--;
     aio_req *r = NULL;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         r = read_req_at(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         u->outstanding++;
     }
     int res = cqe->res;
-    if (res == -ENOBUFS && r == NULL && s->u_close == NULL) {
+    if (res == -ENOBUFS && r == NULL && s->b.u.close == NULL) {
         u->n_enobufs++;
         if (u->outstanding < (int64_t)u->nbufs) {
             /* A buffer is in the ring (it came back since the recv was
@@ -350,11 +433,11 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
         starve(u, s);
         return;
     }
-    if (s->u_close != NULL || (res == -ECANCELED && r == NULL)) {
+    if (s->b.u.close != NULL || (res == -ECANCELED && r == NULL)) {
         /* Cancelled by close (or the data arrived as it was cancelled:
          * the transport no longer wants it). */
         if (r != NULL)
-            aio_uring_buf_put(u, r);
+            buf_put(u, r);
         maybe_close(e, s);
         return;
     }
@@ -379,37 +462,14 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
     (void)arm(e, s);
 }
 
-/* Returns a copy of a read completion that holds a provided buffer, in
- * memory of its own, and gives the buffer back (to a starved stream or the
- * ring); NULL when r holds no provided buffer or memory is short (then r is
- * unchanged).  Loop thread. */
-aio_req *aio_read_detach(aio_req *r)
-{
-    struct aio_uring *u = r->u.rd.ring;
-    if (r->op != AIO_OP_STREAM_READ || r->u.rd.pool != NULL || u == NULL || r->result <= 0)
-        return NULL;
-    size_t n = (size_t)r->result;
-    aio_req *copy = malloc(READ_HDR + n);
-    if (copy == NULL)
-        return NULL;
-    memcpy(copy, r, sizeof *copy);
-    memcpy((char *)copy + READ_HDR, r->u.rd.data, n);
-    copy->u.rd.ring = NULL;
-    copy->u.rd.pool = NULL;
-    copy->u.rd.data = (char *)copy + READ_HDR;
-    copy->u.rd.cap = n;
-    aio_uring_buf_put(u, r);
-    return copy;
-}
-
 static void on_accept(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
 {
-    s->u_armed = 0;
-    s->u_inflight--;
-    e->uring->ops--;
-    aio_req *r = s->u_acc;
+    s->b.u.armed = 0;
+    s->b.u.inflight--;
+    U(e)->ops--;
+    aio_req *r = s->b.u.acc;
     int res = cqe->res;
-    if (s->u_close != NULL || res == -ECANCELED) {
+    if (s->b.u.close != NULL || res == -ECANCELED) {
         if (res >= 0)
             close(res);
         maybe_close(e, s);
@@ -419,7 +479,7 @@ static void on_accept(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
         (void)arm(e, s);   /* the peer gave up before we took it */
         return;
     }
-    s->u_acc = NULL;
+    s->b.u.acc = NULL;
     r->result = res;
     atomic_fetch_add(&s->unconsumed, 1);
     complete(e, r);
@@ -440,42 +500,43 @@ static int submit_send(struct aio_uring *u, aio_stream *s, aio_req *r)
     r->u.wr.msg.msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt);
     io_uring_prep_sendmsg(sqe, s->fd, &r->u.wr.msg, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, UD(r, TAG_WRITE));
-    s->u_inflight++;
+    s->b.u.inflight++;
     u->ops++;
+    u->engine->n_submissions++;
     return 0;
 }
 
 static void on_write(aio_engine *e, aio_req *r, struct io_uring_cqe *cqe)
 {
     aio_stream *s = r->u.wr.s;
-    s->u_inflight--;
-    e->uring->ops--;
+    s->b.u.inflight--;
+    U(e)->ops--;
     int res = cqe->res;
     if (res > 0) {
-        aio_iov_advance(r, (size_t)res);
-        if (r->u.wr.iovpos < r->u.wr.iovcnt && s->u_close == NULL && !e->uring->stopping) {
-            if (submit_send(e->uring, s, r) == 0)
+        aio__iov_advance(r, (size_t)res);
+        if (r->u.wr.iovpos < r->u.wr.iovcnt && s->b.u.close == NULL && !U(e)->stopping) {
+            if (submit_send(U(e), s, r) == 0)
                 return;
             res = -EBUSY;
         }
     }
     s->wreq = NULL;
     if (res == -EAGAIN || res == -EINTR) {
-        if (s->u_close == NULL && !e->uring->stopping && submit_send(e->uring, s, r) == 0) {
+        if (s->b.u.close == NULL && !U(e)->stopping && submit_send(U(e), s, r) == 0) {
             s->wreq = r;
             return;
         }
     }
-    r->result = (s->u_close != NULL || e->uring->stopping) && r->u.wr.iovpos < r->u.wr.iovcnt
+    r->result = (s->b.u.close != NULL || U(e)->stopping) && r->u.wr.iovpos < r->u.wr.iovcnt
                     ? -ECANCELED
                 : (res < 0 ? res : 0);
     complete(e, r);
     maybe_close(e, s);
 }
 
-void aio_uring_reap(aio_engine *e)
+static void ur_reap(aio_engine *e)
 {
-    struct aio_uring *u = e->uring;
+    struct aio_uring *u = U(e);
     if (u == NULL || !u->ring_ok)
         return;
     for (;;) {
@@ -511,15 +572,16 @@ void aio_uring_reap(aio_engine *e)
     }
 }
 
-int aio_uring_pending(aio_engine *e)
+static int ur_poll_pending(aio_engine *e)
 {
-    struct aio_uring *u = e->uring;
-    return u->ring_ok && (u->defer || io_uring_sq_ready(&u->ring) || io_uring_cq_ready(&u->ring));
+    struct aio_uring *u = U(e);
+    return u->epoll_hot ||
+           (u->ring_ok && (u->defer || io_uring_sq_ready(&u->ring) || io_uring_cq_ready(&u->ring)));
 }
 
-int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
+static int ring_enter(aio_engine *e, int timeout_ms, int watch_epoll)
 {
-    struct aio_uring *u = e->uring;
+    struct aio_uring *u = U(e);
     if (forked(u) || !u->ring_ok)
         return -ECHILD;
     int rc = 0;
@@ -548,7 +610,7 @@ int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;
     u->watch_ready = 0;
-    aio_uring_reap(e);
+    ur_reap(e);
     int ready = u->watch_ready;
     return rc == -EINTR ? -EINTR : ready;
 }
@@ -562,9 +624,9 @@ static void cancel(struct aio_uring *u, uint64_t ud)
     }
 }
 
-int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
+static int ur_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
 {
-    struct aio_uring *u = e->uring;
+    struct aio_uring *u = U(e);
     r->u.ctl.s = s;
     r->result = 0;
     switch (r->op) {
@@ -579,15 +641,15 @@ int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
         return arm(e, s);
     case AIO_OP_STREAM_CLOSE:
         s->registered = 0;
-        if (s->u_starved)
+        if (s->b.u.starved)
             unstarve(u, s);
-        s->u_close = r;
-        if (s->u_inflight > 0 && u->ring_ok && !forked(u)) {
+        s->b.u.close = r;
+        if (s->b.u.inflight > 0 && u->ring_ok && !forked(u)) {
             /* Cancel by user_data, not by descriptor: the owner may already
              * have put another file under the number.  Entered now, so the
              * ring drops its reference to the socket before close()
              * returns (a closed server must refuse connections at once). */
-            if (s->u_armed)
+            if (s->b.u.armed)
                 cancel(u, UD(s, s->kind == AIO_STREAM_LISTENER ? TAG_ACCEPT : TAG_RECV));
             if (s->wreq != NULL)
                 cancel(u, UD(s->wreq, TAG_WRITE));
@@ -602,38 +664,41 @@ int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
     }
 }
 
-int aio_uring_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
+static int ur_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
 {
     r->u.wr.s = s;
-    if (s->wreq != NULL || s->u_close != NULL || !s->registered || !e->uring->ring_ok) {
+    if (s->wreq != NULL || s->b.u.close != NULL || !s->registered || !U(e)->ring_ok) {
         r->result = s->wreq != NULL ? -EBUSY : -EBADF;
         complete(e, r);
         return 0;
     }
-    int rc = submit_send(e->uring, s, r);
+    int rc = submit_send(U(e), s, r);
     if (rc < 0)
         return rc;
     s->wreq = r;
     return 0;
 }
 
-int aio_uring_stream_kick(aio_engine *e, aio_stream *s)
+static int ur_stream_kick(aio_engine *e, aio_stream *s)
 {
     return arm(e, s);
 }
 
-void aio_uring_counters(aio_engine *e, uint64_t out[4])
+static void ur_stats(aio_engine *e, aio_engine_stats *out)
 {
-    struct aio_uring *u = e->uring;
-    out[0] = u ? u->n_enobufs : 0;
-    out[1] = u ? u->n_enters : 0;
-    out[2] = u ? u->n_sq_full : 0;
-    out[3] = u ? (uint64_t)u->outstanding : 0;
+    struct aio_uring *u = U(e);
+    if (u == NULL)
+        return;
+    out->starved = u->n_enobufs;
+    out->enters = u->n_enters;
+    out->buffers_in_use = u->outstanding;
 }
 
-int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
+static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
 {
-    if (nbufs < 1 || nbufs > 32768 || (nbufs & (nbufs - 1)) != 0)
+    unsigned nbufs = cfg->ring_buffers ? cfg->ring_buffers : 256;
+    int watch_fd = e->watch_fd;
+    if (nbufs > 32768 || (nbufs & (nbufs - 1)) != 0)
         return -EINVAL;
     struct aio_uring *u = calloc(1, sizeof *u);
     if (u == NULL)
@@ -674,7 +739,7 @@ int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
         rc = -EOPNOTSUPP;
         goto fail;
     }
-    u->cap = e->pool.bufsize;
+    u->cap = cfg->bufsize;
     u->stride = (READ_HDR + u->cap + 63u) & ~(size_t)63u;
     u->bufs = mmap(NULL, u->stride * u->nbufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     u->br_size = u->nbufs * sizeof(struct io_uring_buf);
@@ -715,7 +780,7 @@ int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
         rc = -EOPNOTSUPP;
         goto fail;
     }
-    e->uring = u;
+    e->backend_data = u;
     return 0;
 fail:
     io_uring_queue_exit(&u->ring);
@@ -723,9 +788,9 @@ fail:
     return rc;
 }
 
-void aio_uring_stop(aio_engine *e)
+static void ur_stop(aio_engine *e)
 {
-    struct aio_uring *u = e->uring;
+    struct aio_uring *u = U(e);
     if (u == NULL || !u->ring_ok)
         return;
     if (!forked(u)) {
@@ -748,9 +813,9 @@ void aio_uring_stop(aio_engine *e)
             int rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
             if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
                 break;
-            aio_uring_reap(e);
+            ur_reap(e);
         }
-        aio_uring_reap(e);
+        ur_reap(e);
     }
     /* Tearing the ring down cancels what is still in flight; nothing
      * completes after this, and the loop frees what the streams still hold. */
@@ -759,102 +824,94 @@ void aio_uring_stop(aio_engine *e)
     u->starved = u->starved_tail = NULL;
 }
 
-void aio_uring_destroy(aio_engine *e)
+static void ur_destroy(aio_engine *e)
 {
-    struct aio_uring *u = e->uring;
+    struct aio_uring *u = U(e);
     if (u == NULL)
         return;
-    aio_uring_stop(e);
-    e->uring = NULL;
+    ur_stop(e);
+    e->backend_data = NULL;
     if (u->outstanding > 0)
         u->dead = 1;   /* read completions still held: freed with the last */
     else
         free_buffers(u);
 }
 
-#else /* !AIO_HAVE_URING */
 
-int aio_uring_compiled(void)
+/* The loop thread's wait: one io_uring_enter submits what the iteration
+ * queued and sleeps; the loop's epoll descriptor is watched from inside the
+ * ring and read without blocking when it fired (or fired last time:
+ * readiness is level-triggered and the ring only sees new wakeups). */
+static int ur_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_event *events,
+                   int maxevents)
 {
-    return 0;
+    struct aio_uring *u = U(e);
+    int rc, n = 0;
+    if (timeout_ms == 0 || u->epoll_hot) {
+        rc = ring_enter(e, 0, 0);
+    } else {
+        aio_wakeup_sleep_begin(&e->cq_wake);
+        /* Re-check after announcing the sleep (see the threads backend). */
+        if (!aio_mpsc_empty(&e->cq))
+            timeout_ms = 0;
+        rc = ring_enter(e, timeout_ms, watching);
+        /* The ring's read of the eventfd consumed the counter. */
+        (void)aio_wakeup_sleep_end(&e->cq_wake);
+    }
+    if (rc > 0 || u->epoll_hot) {
+        n = epoll_wait(e->watch_fd, events, maxevents, 0);
+        u->epoll_hot = n > 0;
+    }
+    if (rc < 0)
+        return rc;
+    return n > 0 ? n : 0;
 }
 
-int aio_engine_use_uring(aio_engine *e, int watch_fd, unsigned nbufs)
-{
-    (void)e;
-    (void)watch_fd;
-    (void)nbufs;
-    return -ENOSYS;
-}
-
-int aio_uring_wait(aio_engine *e, int timeout_ms, int watch_epoll)
-{
-    (void)e;
-    (void)timeout_ms;
-    (void)watch_epoll;
-    return -ENOSYS;
-}
-
-int aio_uring_pending(aio_engine *e)
-{
-    (void)e;
-    return 0;
-}
-
-void aio_uring_reap(aio_engine *e)
-{
-    (void)e;
-}
-
-void aio_uring_stop(aio_engine *e)
+static void ur_stream_init(aio_engine *e, aio_stream *s)
 {
     (void)e;
+    (void)s;   /* calloc'd: nothing armed, nothing in the ring */
 }
 
-void aio_uring_destroy(aio_engine *e)
+static void ur_stream_fini(aio_engine *e, aio_stream *s)
 {
     (void)e;
+    free(s->b.u.acc);
+    free(s->b.u.close);
 }
 
-void aio_uring_buf_put(struct aio_uring *u, aio_req *r)
+int aio__uring_probe(void)
 {
-    (void)u;
-    free(r);
+    struct io_uring ring;
+    int rc = io_uring_queue_init(2, &ring, 0);
+    if (rc < 0)
+        return rc;
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
+    int ok = probe != NULL && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
+             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
+    if (probe != NULL)
+        io_uring_free_probe(probe);
+    io_uring_queue_exit(&ring);
+    return ok ? 0 : -EOPNOTSUPP;
 }
 
-aio_req *aio_read_detach(aio_req *r)
-{
-    (void)r;
-    return NULL;
-}
-
-int aio_uring_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
-{
-    (void)e;
-    (void)s;
-    (void)r;
-    return -ENOSYS;
-}
-
-int aio_uring_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
-{
-    (void)e;
-    (void)s;
-    (void)r;
-    return -ENOSYS;
-}
-
-int aio_uring_stream_kick(aio_engine *e, aio_stream *s)
-{
-    (void)e;
-    (void)s;
-    return -ENOSYS;
-}
-
-void aio_uring_counters(aio_engine *e, uint64_t out[4])
-{
-    (void)e;
-    out[0] = out[1] = out[2] = out[3] = 0;
-}
+const aio_backend aio__backend_uring = {
+    .name = "uring",
+    .setup = ur_setup,
+    .stream_init = ur_stream_init,
+    .stream_control = ur_stream_control,
+    .stream_write = ur_stream_write,
+    .stream_kick = ur_stream_kick,
+    .stream_fini = ur_stream_fini,
+    .poll_pending = ur_poll_pending,
+    .wait = ur_wait,
+    .reap = ur_reap,
+    .stop = ur_stop,
+    .destroy = ur_destroy,
+    .stats = ur_stats,
+};
 
 #endif

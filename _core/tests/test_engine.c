@@ -6,7 +6,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "../engine/aio_engine.h"
+#include "../engine/engine_internal.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -215,20 +216,51 @@ static int test_pool_stress(void)
     return 0;
 }
 
-/* ---- engine: requests travel loop -> worker -> loop exactly once ---- */
+/* ---- engine: requests travel loop -> worker -> loop exactly once ----
+ * Each engine test runs once per backend built: "NAME@threads",
+ * "NAME@uring" (skipped, exit 77, where the kernel refuses a ring). */
+
+static const char *backend = "threads";
+static int watch_epfd = -1;
+
+static aio_engine *new_engine(int nio, int nres, size_t bufsize)
+{
+    if (watch_epfd < 0)
+        CHECK((watch_epfd = epoll_create1(EPOLL_CLOEXEC)) >= 0);
+    aio_engine_config cfg = {.backend = backend, .threads = nio, .resolver_threads = nres,
+                             .bufsize = bufsize, .ring_buffers = 16, .watch_fd = watch_epfd};
+    aio_engine *e = NULL;
+    int rc = aio_engine_new(&e, &cfg);
+    if (rc < 0 && strcmp(backend, "uring") == 0) {
+        fprintf(stderr, "uring refused here (%d): skipped\n", rc);
+        exit(77);
+    }
+    CHECK(rc == 0 && e != NULL);
+    CHECK(strcmp(aio_engine_backend(e), backend) == 0);
+    return e;
+}
+
+static aio_engine_stats stats_of(aio_engine *e)
+{
+    aio_engine_stats st;
+    aio_engine_get_stats(e, &st);
+    return st;
+}
+
+/* Waits up to timeout_ms for completions the way the loop does, then flushes. */
+static aio_qnode *wait_flush(aio_engine *e, int timeout_ms)
+{
+    struct epoll_event ev[8];
+    int n = aio_engine_wait(e, timeout_ms, 0, ev, 8);
+    CHECK(n >= 0 || n == -EINTR);
+    return aio_engine_flush(e);
+}
 
 static uint64_t drain_engine(aio_engine *e, uint64_t want, int free_them)
 {
     uint64_t got = 0;
     while (got < want) {
-        aio_wakeup_sleep_begin(&e->cq_wake);
-        if (aio_mpsc_empty(&e->cq)) {
-            struct pollfd pfd = {.fd = e->cq_wake.fd, .events = POLLIN};
-            poll(&pfd, 1, 1000);
-        }
-        aio_wakeup_sleep_end(&e->cq_wake);
-        aio_wakeup_drain(&e->cq_wake);
-        aio_qnode *n = aio_engine_flush(e);
+        aio_qnode *n = wait_flush(e, 1000);
         while (n != NULL) {
             aio_qnode *next = n->next;
             got++;
@@ -242,29 +274,29 @@ static uint64_t drain_engine(aio_engine *e, uint64_t want, int free_them)
 
 static int test_engine_nop(void)
 {
-    aio_engine e;
-    CHECK(aio_engine_init(&e, 2, 1, 4096) == 0);
+    aio_engine *e = new_engine(2, 1, 4096);
     const int N = 100000;
     for (int i = 0; i < N; i++) {
         aio_req *r = calloc(1, sizeof *r);
         CHECK(r != NULL);
         r->op = AIO_OP_NOP;
         r->result = -1;
-        CHECK(aio_engine_submit(&e, r) == 0);
+        CHECK(aio_engine_submit(e, r) == 0);
     }
-    CHECK(drain_engine(&e, N, 1) == (uint64_t)N);
-    CHECK(atomic_load(&e.inflight) == 0);
-    printf("loop wakeups=%llu\n", (unsigned long long)atomic_load(&e.cq_wake.writes));
-    aio_engine_stop(&e);
-    CHECK(aio_engine_flush(&e) == NULL);
-    aio_engine_destroy(&e);
+    CHECK(drain_engine(e, N, 1) == (uint64_t)N);
+    aio_engine_stats st = stats_of(e);
+    CHECK(st.inflight == 0);
+    CHECK(st.completions == (uint64_t)N && st.submissions == (uint64_t)N);
+    printf("loop wakeups=%llu\n", (unsigned long long)st.wakeups);
+    aio_engine_stop(e);
+    CHECK(aio_engine_flush(e) == NULL);
+    aio_engine_free(e);
     return 0;
 }
 
 static int test_engine_resolve(void)
 {
-    aio_engine e;
-    CHECK(aio_engine_init(&e, 1, 2, 4096) == 0);
+    aio_engine *e = new_engine(1, 2, 4096);
     aio_req *r = calloc(1, sizeof *r);
     r->op = AIO_OP_GETADDRINFO;
     r->u.gai.host = strdup("127.0.0.1");
@@ -272,7 +304,7 @@ static int test_engine_resolve(void)
     r->u.gai.family = AF_INET;
     r->u.gai.socktype = SOCK_STREAM;
     r->u.gai.flags = AI_NUMERICHOST;
-    CHECK(aio_engine_submit(&e, r) == 0);
+    CHECK(aio_engine_submit(e, r) == 0);
     aio_req *g = calloc(1, sizeof *g);
     g->op = AIO_OP_GETNAMEINFO;
     g->u.gni.addr = calloc(1, sizeof(struct sockaddr_storage));
@@ -284,14 +316,10 @@ static int test_engine_resolve(void)
     g->u.gni.flags = NI_NUMERICHOST | NI_NUMERICSERV;
     g->u.gni.host = malloc(NI_MAXHOST);
     g->u.gni.serv = malloc(NI_MAXSERV);
-    CHECK(aio_engine_submit(&e, g) == 0);
+    CHECK(aio_engine_submit(e, g) == 0);
     int seen = 0;
     while (seen < 2) {
-        aio_qnode *n = aio_engine_flush(&e);
-        if (n == NULL) {
-            usleep(1000);
-            continue;
-        }
+        aio_qnode *n = wait_flush(e, 100);
         while (n != NULL) {
             aio_qnode *next = n->next;
             aio_req *q = AIO_REQ_OF(n);
@@ -308,8 +336,8 @@ static int test_engine_resolve(void)
             n = next;
         }
     }
-    aio_engine_stop(&e);
-    aio_engine_destroy(&e);
+    aio_engine_stop(e);
+    aio_engine_free(e);
     return 0;
 }
 
@@ -318,14 +346,15 @@ static int test_engine_resolve(void)
 static int test_engine_shutdown_inflight(void)
 {
     for (int round = 0; round < 20; round++) {
-        aio_engine e;
-        CHECK(aio_engine_init(&e, 2, 2, 4096) == 0);
+        aio_engine *e = new_engine(2, 2, 4096);
         const int N = 20000;
-        void *bufs[16];
-        for (int i = 0; i < 16; i++)
-            CHECK((bufs[i] = aio_pool_get(&e.pool)) != NULL);
-        for (int i = 0; i < 8; i++)
-            aio_pool_put(&e.pool, bufs[i]);
+        if (strcmp(backend, "threads") == 0) {
+            void *bufs[16];
+            for (int i = 0; i < 16; i++)
+                CHECK((bufs[i] = aio_pool_get(&e->pool)) != NULL);
+            for (int i = 0; i < 8; i++)
+                aio_pool_put(&e->pool, bufs[i]);
+        }
         for (int i = 0; i < N; i++) {
             aio_req *r = calloc(1, sizeof *r);
             if (i % 1000 == 0) {
@@ -336,11 +365,11 @@ static int test_engine_shutdown_inflight(void)
             } else {
                 r->op = AIO_OP_NOP;
             }
-            CHECK(aio_engine_submit(&e, r) == 0);
+            CHECK(aio_engine_submit(e, r) == 0);
         }
-        aio_engine_stop(&e);
+        aio_engine_stop(e);
         uint64_t got = 0, cancelled = 0;
-        for (aio_qnode *n = aio_engine_flush(&e); n != NULL;) {
+        for (aio_qnode *n = aio_engine_flush(e); n != NULL;) {
             aio_qnode *next = n->next;
             if (AIO_REQ_OF(n)->result == -ECANCELED)
                 cancelled++;
@@ -349,13 +378,13 @@ static int test_engine_shutdown_inflight(void)
             n = next;
         }
         CHECK(got == (uint64_t)N);
-        CHECK(atomic_load(&e.inflight) == 0);
+        CHECK(stats_of(e).inflight == 0);
         if (round == 0)
             printf("completed=%llu cancelled=%llu\n",
                    (unsigned long long)(got - cancelled),
                    (unsigned long long)cancelled);
         /* Buffers still held at destroy are freed with their chunk. */
-        aio_engine_destroy(&e);
+        aio_engine_free(e);
     }
     return 0;
 }
@@ -368,29 +397,15 @@ static int test_engine_shutdown_inflight(void)
  * order and content, then CLOSEs.  Run under TSan this covers every
  * ordering point of stream.c. */
 
-/* Waits up to 10 ms for completions; NULL if none came. */
-static aio_qnode *wait_completions(aio_engine *e)
-{
-    aio_wakeup_sleep_begin(&e->cq_wake);
-    if (aio_mpsc_empty(&e->cq)) {
-        struct pollfd pfd = {.fd = e->cq_wake.fd, .events = POLLIN};
-        poll(&pfd, 1, 10);
-    }
-    aio_wakeup_sleep_end(&e->cq_wake);
-    aio_wakeup_drain(&e->cq_wake);
-    return aio_engine_flush(e);
-}
-
 static int test_engine_stream_echo(void)
 {
     const size_t total = (size_t)env_long("AIO_TEST_BYTES", 8 * 1024 * 1024);
-    aio_engine e;
-    CHECK(aio_engine_init(&e, 1, 1, 4096) == 0);
+    aio_engine *e = new_engine(1, 1, 4096);
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
-    aio_stream *s = aio_stream_new(&e, sv[0], AIO_STREAM_CONN, 2, NULL);
+    aio_stream *s = aio_stream_new(e, sv[0], AIO_STREAM_CONN, 2, NULL);
     CHECK(s != NULL);
-    CHECK(aio_stream_control(&e, s, AIO_OP_STREAM_START) == 0);
+    CHECK(aio_stream_control(e, s, AIO_OP_STREAM_START) == 0);
 
     size_t sent = 0, got = 0, echoed = 0, writes_out = 0;
     int closed = 0, resumed = 0, eof = 0;
@@ -420,10 +435,10 @@ static int test_engine_stream_echo(void)
             echoed += (size_t)n;
         }
         if (!resumed && sent > 0) {
-            CHECK(aio_stream_resume(&e, s) == 0);   /* data already waiting */
+            CHECK(aio_stream_resume(e, s) == 0);   /* data already waiting */
             resumed = 1;
         }
-        aio_qnode *n = wait_completions(&e);
+        aio_qnode *n = wait_flush(e, 10);
         while (n != NULL) {
             aio_qnode *next = n->next;
             aio_req *r = AIO_REQ_OF(n);
@@ -446,11 +461,11 @@ static int test_engine_stream_echo(void)
                     got += (size_t)r->result;
                     /* One write in flight at a time, as the binding does:
                      * keep them in a list until the previous one is back. */
-                    CHECK(aio_stream_submit(&e, s, w) == 0);
+                    CHECK(aio_stream_write(e, s, w) == 0);
                     writes_out++;
                 }
                 aio_req_free(r);
-                CHECK(aio_stream_release(&e, s, 1) == 0);
+                CHECK(aio_stream_release(e, s, 1) == 0);
             } else if (r->op == AIO_OP_STREAM_WRITE) {
                 CHECK(r->result == 0 || r->result == -EBUSY);
                 if (r->result == -EBUSY) {
@@ -458,7 +473,7 @@ static int test_engine_stream_echo(void)
                     r->result = 0;
                     r->u.wr.iovpos = 0;
                     r->u.wr.sent = 0;
-                    CHECK(aio_stream_submit(&e, s, r) == 0);
+                    CHECK(aio_stream_write(e, s, r) == 0);
                 } else {
                     writes_out--;
                     free(r);
@@ -474,9 +489,9 @@ static int test_engine_stream_echo(void)
             n = next;
         }
         if (got == total && writes_out == 0 && echoed == total && !closed) {
-            CHECK(aio_stream_control(&e, s, AIO_OP_STREAM_CLOSE) == 0);
+            CHECK(aio_stream_control(e, s, AIO_OP_STREAM_CLOSE) == 0);
             while (!closed) {
-                aio_qnode *m = wait_completions(&e);
+                aio_qnode *m = wait_flush(e, 10);
                 while (m != NULL) {
                     aio_qnode *nx = m->next;
                     if (AIO_REQ_OF(m)->op == AIO_OP_STREAM_CLOSE)
@@ -488,39 +503,58 @@ static int test_engine_stream_echo(void)
         }
     }
     CHECK(echoed == total);
-    CHECK(atomic_load(&e.pool.outstanding) == 0);
-    free(s);
+    aio_engine_stats st = stats_of(e);
+    CHECK(st.buffers_in_use == 0);
+    CHECK(st.bytes_in == total && st.streams_open == 1);
+    aio_stream_free(e, s);
+    CHECK(stats_of(e).streams_open == 0);
     close(sv[0]);
     close(sv[1]);
-    aio_engine_stop(&e);
-    CHECK(aio_engine_flush(&e) == NULL);
-    aio_engine_destroy(&e);
+    aio_engine_stop(e);
+    CHECK(aio_engine_flush(e) == NULL);
+    aio_engine_free(e);
     return 0;
 }
 
 static const struct {
     const char *name;
     int (*fn)(void);
+    int per_backend;       /* 1: run once per backend built */
 } tests[] = {
-    {"mpsc_stress", test_mpsc_stress},
-    {"wakeup_coalescing", test_wakeup_coalescing},
-    {"pool_stress", test_pool_stress},
-    {"engine_nop", test_engine_nop},
-    {"engine_resolve", test_engine_resolve},
-    {"engine_shutdown_inflight", test_engine_shutdown_inflight},
-    {"engine_stream_echo", test_engine_stream_echo},
+    {"mpsc_stress", test_mpsc_stress, 0},
+    {"wakeup_coalescing", test_wakeup_coalescing, 0},
+    {"pool_stress", test_pool_stress, 0},
+    {"engine_nop", test_engine_nop, 1},
+    {"engine_resolve", test_engine_resolve, 1},
+    {"engine_shutdown_inflight", test_engine_shutdown_inflight, 1},
+    {"engine_stream_echo", test_engine_stream_echo, 1},
 };
+
+static const char *backends[] = {"threads", "uring"};
 
 int main(int argc, char **argv)
 {
     size_t nt = sizeof tests / sizeof tests[0];
+    int nb = aio_uring_compiled() ? 2 : 1;
     if (argc < 2 || strcmp(argv[1], "list") == 0) {
-        for (size_t i = 0; i < nt; i++)
-            puts(tests[i].name);
+        for (size_t i = 0; i < nt; i++) {
+            if (!tests[i].per_backend)
+                puts(tests[i].name);
+            else
+                for (int b = 0; b < nb; b++)
+                    printf("%s@%s\n", tests[i].name, backends[b]);
+        }
         return 0;
     }
+    char name[128];
+    snprintf(name, sizeof name, "%s", argv[1]);
+    char *at = strchr(name, '@');
+    if (at != NULL) {
+        *at = '\0';
+        backend = at + 1;
+    }
     for (size_t i = 0; i < nt; i++)
-        if (strcmp(argv[1], tests[i].name) == 0)
+        if (strcmp(name, tests[i].name) == 0 && (at != NULL) == tests[i].per_backend)
             return tests[i].fn();
     fprintf(stderr, "unknown test %s\n", argv[1]);
     return 2;

@@ -100,7 +100,7 @@ def main():
     port = server.sockets[0].getsockname()[1]
 
     def dump():
-        engine = loop._engine_stats() if hasattr(loop, "_engine_stats") else {}
+        engine = loop.stats() if hasattr(loop, "stats") else {}
         try:   # listing /proc/self/fd takes a descriptor: -1 while none is free
             fds = len(os.listdir("/proc/self/fd"))
         except OSError:
