@@ -64,7 +64,23 @@ int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
 int aio_loop_check_closed(LoopObject *L);
 
 /* transport.c */
-int aio_transport_completion(LoopObject *L, aio_req *r, int deliver);
+int aio_stream_completion(LoopObject *L, aio_req *r, int deliver);
+PyObject *aio_loop_create_future(LoopObject *L);
+/* streams.c */
+void aio_stream_link(LoopObject *L, aio_stream *s);
+void aio_stream_unlink_free(LoopObject *L, aio_stream *s);
+/* transport.c and listener.c, for streams.c */
+int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver);
+void aio_transport_engine_gone(PyObject *owner);
+int aio_listener_completion(PyObject *owner, aio_req *r, int deliver);
+void aio_listener_engine_gone(PyObject *owner);
+/* resolver.c */
+void aio_resolver_completion(LoopObject *L, aio_req *req, int deliver);
+void aio_resolver_shutdown(LoopObject *L);
+int aio_resolver_traverse(LoopObject *L, visitproc visit, void *arg);
+PyObject *aio_loop_getaddrinfo_raw(LoopObject *L, PyObject *args);
+PyObject *aio_loop_getnameinfo_raw(LoopObject *L, PyObject *args);
+PyObject *aio_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
 void aio_streams_shutdown(LoopObject *L);
 int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg);
 PyObject *aio_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);

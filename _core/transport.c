@@ -1,5 +1,5 @@
-/* Stream transports and listeners: the loop-thread half of a connection
- * whose reads, writes and accepts are done by a completion thread.
+/* Stream transports: the loop-thread half of a connection whose reads and
+ * writes are done by the engine (listeners: listener.c).
  *
  * StreamTransport is a C type whose base is asyncio's _FlowControlMixin (an
  * asyncio.Transport), so that isinstance() holds, asyncio code that reads
@@ -32,7 +32,6 @@
 
 #define INLINE_WRITE_MIN (32 * 1024)   /* see tr_write */
 #define READ_CREDITS 4            /* unconsumed read completions per stream */
-#define ACCEPT_CREDITS 64         /* unconsumed accepts per listener */
 #define MAX_WRITE_IOV 1024        /* buffers per WRITE request */
 #define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
 
@@ -67,23 +66,12 @@ typedef struct TransportObject {
         inline_writes, stash_scheduled, lost_called;
 } TransportObject;
 
-typedef struct ListenerObject {
-    PyObject_HEAD
-    LoopObject *loop;
-    PyObject *callback;           /* callback(fd, addr) or callback(None, exc) */
-    aio_stream *stream;
-    int fd;                       /* our own descriptor (a dup), closed after CLOSE */
-    char closing;
-} ListenerObject;
-
 static aio_state *tr_state(TransportObject *t)
 {
     return t->loop->st;
 }
 
 /* ---- helpers ---- */
-
-PyObject *aio_sockaddr_to_py(const struct sockaddr *sa, socklen_t len);
 
 static int call_exception_handler(TransportObject *t, const char *message, PyObject *exc)
 {
@@ -853,7 +841,7 @@ static int deliver_eof(TransportObject *t)
     return 0;
 }
 
-/* Reads held while reading is paused never keep an io_uring provided
+/* Reads held while reading is paused never keep a backend's scarce read
  * buffer: the other streams may need it to make progress. */
 static aio_req *stash_own(aio_req *r)
 {
@@ -998,11 +986,6 @@ static PyObject *tr_is_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 
 /* ---- completions ---- */
 
-/* Called by the loop for every stream completion, with deliver=0 when the
- * loop is shutting down (release memory, call nothing). */
-int aio_transport_completion(LoopObject *L, aio_req *r, int deliver);
-
-static void stream_unlink_free(LoopObject *L, aio_stream *s);
 
 static int tr_close_completed(TransportObject *t, int deliver)
 {
@@ -1017,7 +1000,7 @@ static int tr_close_completed(TransportObject *t, int deliver)
          * socket of a transport the user closed is closed now (as on the
          * streams loop.close() finds still open). */
         close_socket(t);
-    stream_unlink_free(t->loop, s);   /* may drop the last reference to t */
+    aio_stream_unlink_free(t->loop, s);   /* may drop the last reference to t */
     return 0;
 }
 
@@ -1345,7 +1328,6 @@ static PyObject *tr_repr(TransportObject *t)
 
 /* ---- construction and lifetime ---- */
 
-static void stream_link(LoopObject *L, aio_stream *s);
 
 static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 {
@@ -1402,7 +1384,7 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         PyErr_SetFromErrno(PyExc_OSError);
         goto fail;
     }
-    stream_link(L, t->stream);
+    aio_stream_link(L, t->stream);
     return (PyObject *)t;
 fail:
     t->closing = 1;
@@ -1546,235 +1528,11 @@ PyType_Spec aio_transport_spec = {
     .slots = tr_slots,
 };
 
-/* ---- listeners ---- */
+/* ---- the stream registry's calls (streams.c) ---- */
 
-static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)
 {
-    static char *kwlist[] = {"loop", "fd", "callback", NULL};
-    PyObject *loop, *callback;
-    int fd;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO:Listener", kwlist, &loop, &fd, &callback))
-        return NULL;
-    aio_state *st = aio_get_state_by_type(tp);
-    if (st == NULL)
-        return NULL;
-    if (!PyObject_TypeCheck(loop, st->LoopType)) {
-        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
-        return NULL;
-    }
-    LoopObject *L = (LoopObject *)loop;
-    if (aio_loop_check_closed(L) < 0 || !L->engine_ready)
-        return NULL;
-    ListenerObject *l = (ListenerObject *)tp->tp_alloc(tp, 0);
-    if (l == NULL)
-        return NULL;
-    l->loop = (LoopObject *)Py_NewRef(loop);
-    l->callback = Py_NewRef(callback);
-    /* Our own descriptor: the server may close its socket object whenever it
-     * likes, and the worker still never sees a recycled number. */
-    l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (l->fd < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        l->closing = 1;
-        Py_DECREF(l);
-        return NULL;
-    }
-    l->stream = aio_stream_new(L->engine, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS, l);
-    int rc = l->stream ? aio_stream_control(L->engine, l->stream, AIO_OP_STREAM_START)
-                       : -ENOMEM;
-    if (rc < 0) {
-        free(l->stream);
-        l->stream = NULL;
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        l->closing = 1;
-        Py_DECREF(l);
-        return NULL;
-    }
-    stream_link(L, l->stream);
-    return (PyObject *)l;
-}
-
-static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
-{
-    int err;
-    if (!l->closing && l->stream != NULL &&
-        (err = aio_stream_resume(l->loop->engine, l->stream)) < 0)
-        return aio_set_errno_error(-err), NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
-{
-    if (l->stream != NULL)
-        aio_stream_pause(l->stream);
-    Py_RETURN_NONE;
-}
-
-static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
-{
-    if (l->closing)
-        Py_RETURN_NONE;
-    l->closing = 1;
-    if (l->stream != NULL) {
-        /* The server expects the port closed when close() returns, but the
-         * worker may still be looking at our descriptor: put a socket that
-         * never listens in its place (same number, so nothing else can get
-         * it) and close the real one now.  CLOSE frees the placeholder. */
-        aio_stream_pause(l->stream);
-        /* CLOSE first: on io_uring it cancels the accept in the ring at
-         * once, which holds its own reference to the socket. */
-        int rc = aio_stream_control(l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
-        int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (ph >= 0) {
-            dup3(ph, l->fd, O_CLOEXEC);
-            close(ph);
-        }
-        if (rc < 0)
-            return aio_set_errno_error(-rc), NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static int ls_completion(ListenerObject *l, aio_req *r, int deliver)
-{
-    int rc = 0;
-    if (r->op == AIO_OP_STREAM_CLOSE) {
-        aio_stream *s = l->stream;
-        l->stream = NULL;
-        close(l->fd);
-        l->fd = -1;
-        aio_req_free(r);
-        stream_unlink_free(l->loop, s);   /* may drop the last reference to l */
-        return 0;
-    }
-    if (r->op != AIO_OP_STREAM_ACCEPT) {   /* START */
-        if (r->result < 0 && deliver && !l->closing) {
-            PyObject *exc = oserror_from_errno(-r->result);
-            PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
-                                : NULL;
-            Py_XDECREF(exc);
-            if (res == NULL)
-                rc = -1;
-            Py_XDECREF(res);
-        }
-        aio_req_free(r);
-        return rc;
-    }
-    int fd = r->result;
-    if (!deliver || l->closing) {
-        if (fd >= 0)
-            close(fd);
-    } else if (fd < 0) {
-        /* Out of descriptors or buffers: stop accepting until the server
-         * resumes us (after a delay, as asyncio does). */
-        aio_stream_pause(l->stream);
-        PyObject *exc = oserror_from_errno(-fd);
-        PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
-                            : NULL;
-        Py_XDECREF(exc);
-        if (res == NULL)
-            rc = -1;
-        Py_XDECREF(res);
-    } else {
-        PyObject *fdo = PyLong_FromLong(fd);
-        PyObject *addr = fdo ? aio_sockaddr_to_py((struct sockaddr *)&r->u.acc.addr,
-                                                  r->u.acc.addrlen)
-                             : NULL;
-        PyObject *res = addr ? PyObject_CallFunctionObjArgs(l->callback, fdo, addr, NULL) : NULL;
-        if (addr == NULL)
-            close(fd);
-        if (res == NULL)
-            rc = -1;
-        Py_XDECREF(res);
-        Py_XDECREF(fdo);
-        Py_XDECREF(addr);
-    }
-    aio_req_free(r);
-    if (deliver && l->stream != NULL &&
-        aio_stream_release(l->loop->engine, l->stream, 1) < 0 && rc == 0) {
-        PyErr_NoMemory();
-        rc = -1;
-    }
-    return rc;
-}
-
-static int ls_traverse(ListenerObject *l, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(l));
-    Py_VISIT(l->loop);
-    Py_VISIT(l->callback);
-    return 0;
-}
-
-static int ls_clear(ListenerObject *l)
-{
-    Py_CLEAR(l->callback);
-    return 0;
-}
-
-static void ls_dealloc(ListenerObject *l)
-{
-    PyTypeObject *tp = Py_TYPE(l);
-    PyObject_GC_UnTrack(l);
-    ls_clear(l);
-    if (l->fd >= 0 && l->stream == NULL)
-        close(l->fd);
-    Py_CLEAR(l->loop);
-    tp->tp_free(l);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef ls_methods[] = {
-    {"resume", (PyCFunction)ls_resume, METH_NOARGS, "Start or go on accepting."},
-    {"pause", (PyCFunction)ls_pause, METH_NOARGS, "Stop accepting for now."},
-    {"close", (PyCFunction)ls_close, METH_NOARGS, "Stop for good and close our descriptor."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot ls_slots[] = {
-    {Py_tp_doc, "Accepts connections on a completion thread."},
-    {Py_tp_new, ls_new},
-    {Py_tp_dealloc, ls_dealloc},
-    {Py_tp_traverse, ls_traverse},
-    {Py_tp_clear, ls_clear},
-    {Py_tp_methods, ls_methods},
-    {0, NULL},
-};
-
-PyType_Spec aio_listener_spec = {
-    .name = "aioloop._core.Listener",
-    .basicsize = sizeof(ListenerObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .slots = ls_slots,
-};
-
-/* ---- the loop's list of live streams ---- */
-
-/* A live stream holds a strong reference to its owner: the owner outlives
- * every completion that names it. */
-static void stream_link(LoopObject *L, aio_stream *s)
-{
-    (void)L;   /* the engine lists the stream; the binding holds its owner */
-    Py_INCREF((PyObject *)aio_stream_owner(s));
-}
-
-static void stream_unlink_free(LoopObject *L, aio_stream *s)
-{
-    if (s == NULL)
-        return;
-    PyObject *owner = aio_stream_owner(s);
-    aio_stream_free(L->engine, s);
-    Py_DECREF(owner);
-}
-
-int aio_transport_completion(LoopObject *L, aio_req *r, int deliver)
-{
-    (void)L;
-    aio_stream *s = r->u.ctl.s;
-    if (aio_stream_kind(s) == AIO_STREAM_LISTENER)
-        return ls_completion((ListenerObject *)aio_stream_owner(s), r, deliver);
-    TransportObject *t = (TransportObject *)aio_stream_owner(s);
+    TransportObject *t = (TransportObject *)owner;
     switch (r->op) {
     case AIO_OP_STREAM_READ:
         return read_completed(t, r, deliver);
@@ -1801,47 +1559,25 @@ int aio_transport_completion(LoopObject *L, aio_req *r, int deliver)
     }
 }
 
-/* After the workers were joined: free every stream and what it still holds
- * (a write parked on a worker), without calling Python code. */
-void aio_streams_shutdown(LoopObject *L)
+/* The engine stopped: drop the stream without calling Python code. */
+void aio_transport_engine_gone(PyObject *owner)
 {
-    aio_stream *s;
-    while ((s = aio_engine_streams(L->engine)) != NULL) {
-        if (aio_stream_kind(s) == AIO_STREAM_LISTENER) {
-            ListenerObject *l = aio_stream_owner(s);
-            l->stream = NULL;
-            l->closing = 1;
-            close(l->fd);
-            l->fd = -1;
-        } else {
-            TransportObject *t = aio_stream_owner(s);
-            /* A write parked in the engine is freed with the stream. */
-            if (t->wreq != NULL) {
-                t->wreq = NULL;
-                t->wreq_chunks = 0;
-            }
-            t->stream = NULL;
-            /* A transport the user closed gets its socket closed now, as
-             * asyncio's would have been once connection_lost ran: the
-             * engine's CLOSE that was to do it will never come back. */
-            if (t->closing)
-                close_socket(t);
-            t->closing = 1;
-            t->close_submitted = 1;
-            if (!t->conn_lost)
-                t->conn_lost = 1;
-            stash_free(t->stash_first);
-            t->stash_first = t->stash_last = NULL;
-        }
-        stream_unlink_free(L, s);
+    TransportObject *t = (TransportObject *)owner;
+    /* A write parked in the engine is freed with the stream. */
+    if (t->wreq != NULL) {
+        t->wreq = NULL;
+        t->wreq_chunks = 0;
     }
-}
-
-int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg)
-{
-    if (L->engine == NULL)
-        return 0;
-    for (aio_stream *s = aio_engine_streams(L->engine); s != NULL; s = aio_stream_next(s))
-        Py_VISIT((PyObject *)aio_stream_owner(s));
-    return 0;
+    t->stream = NULL;
+    /* A transport the user closed gets its socket closed now, as asyncio's
+     * would have been once connection_lost ran: the engine's CLOSE that was
+     * to do it will never come back. */
+    if (t->closing)
+        close_socket(t);
+    t->closing = 1;
+    t->close_submitted = 1;
+    if (!t->conn_lost)
+        t->conn_lost = 1;
+    stash_free(t->stash_first);
+    t->stash_first = t->stash_last = NULL;
 }

@@ -126,6 +126,9 @@ typedef struct aio_engine_config {
     int watch_fd;            /* the loop's epoll descriptor, waited on with the engine */
 } aio_engine_config;
 
+/* The names aio_backend_resolve accepts, for messages. */
+#define AIO_ENGINE_NAMES "'auto', 'threads' or 'uring'"
+
 /* Number of completion threads when none is asked for: half the cores, at
  * least 1, at most 8. */
 int aio_default_threads(void);

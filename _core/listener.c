@@ -1,0 +1,234 @@
+/* Listeners: a server socket whose accepts are done by the engine; each
+ * accepted descriptor comes back as a completion and goes to the loop's
+ * callback(fd, addr) (callback(None, exc) for an error), which makes the
+ * socket, protocol and transport (aioloop/_loop.py). */
+#include "loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ACCEPT_CREDITS 64         /* unconsumed accepts per listener */
+
+typedef struct ListenerObject {
+    PyObject_HEAD
+    LoopObject *loop;
+    PyObject *callback;           /* callback(fd, addr) or callback(None, exc) */
+    aio_stream *stream;
+    int fd;                       /* our own descriptor (a dup), closed after CLOSE */
+    char closing;
+} ListenerObject;
+
+static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"loop", "fd", "callback", NULL};
+    PyObject *loop, *callback;
+    int fd;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO:Listener", kwlist, &loop, &fd, &callback))
+        return NULL;
+    aio_state *st = aio_get_state_by_type(tp);
+    if (st == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
+        return NULL;
+    }
+    LoopObject *L = (LoopObject *)loop;
+    if (aio_loop_check_closed(L) < 0 || !L->engine_ready)
+        return NULL;
+    ListenerObject *l = (ListenerObject *)tp->tp_alloc(tp, 0);
+    if (l == NULL)
+        return NULL;
+    l->loop = (LoopObject *)Py_NewRef(loop);
+    l->callback = Py_NewRef(callback);
+    /* Our own descriptor: the server may close its socket object whenever it
+     * likes, and the worker still never sees a recycled number. */
+    l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (l->fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        l->closing = 1;
+        Py_DECREF(l);
+        return NULL;
+    }
+    l->stream = aio_stream_new(L->engine, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS, l);
+    int rc = l->stream ? aio_stream_control(L->engine, l->stream, AIO_OP_STREAM_START)
+                       : -ENOMEM;
+    if (rc < 0) {
+        free(l->stream);
+        l->stream = NULL;
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        l->closing = 1;
+        Py_DECREF(l);
+        return NULL;
+    }
+    aio_stream_link(L, l->stream);
+    return (PyObject *)l;
+}
+
+static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
+{
+    int err;
+    if (!l->closing && l->stream != NULL &&
+        (err = aio_stream_resume(l->loop->engine, l->stream)) < 0)
+        return aio_set_errno_error(-err), NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->stream != NULL)
+        aio_stream_pause(l->stream);
+    Py_RETURN_NONE;
+}
+
+static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
+{
+    if (l->closing)
+        Py_RETURN_NONE;
+    l->closing = 1;
+    if (l->stream != NULL) {
+        /* The server expects the port closed when close() returns, but the
+         * worker may still be looking at our descriptor: put a socket that
+         * never listens in its place (same number, so nothing else can get
+         * it) and close the real one now.  CLOSE frees the placeholder. */
+        aio_stream_pause(l->stream);
+        /* CLOSE first: a completion-based backend cancels the accept in flight at
+         * once, which holds its own reference to the socket. */
+        int rc = aio_stream_control(l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
+        int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (ph >= 0) {
+            dup3(ph, l->fd, O_CLOEXEC);
+            close(ph);
+        }
+        if (rc < 0)
+            return aio_set_errno_error(-rc), NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+int aio_listener_completion(PyObject *owner, aio_req *r, int deliver)
+{
+    ListenerObject *l = (ListenerObject *)owner;
+    int rc = 0;
+    if (r->op == AIO_OP_STREAM_CLOSE) {
+        aio_stream *s = l->stream;
+        l->stream = NULL;
+        close(l->fd);
+        l->fd = -1;
+        aio_req_free(r);
+        aio_stream_unlink_free(l->loop, s);   /* may drop the last reference to l */
+        return 0;
+    }
+    if (r->op != AIO_OP_STREAM_ACCEPT) {   /* START */
+        if (r->result < 0 && deliver && !l->closing) {
+            PyObject *exc = aio_oserror(-r->result);
+            PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
+                                : NULL;
+            Py_XDECREF(exc);
+            if (res == NULL)
+                rc = -1;
+            Py_XDECREF(res);
+        }
+        aio_req_free(r);
+        return rc;
+    }
+    int fd = r->result;
+    if (!deliver || l->closing) {
+        if (fd >= 0)
+            close(fd);
+    } else if (fd < 0) {
+        /* Out of descriptors or buffers: stop accepting until the server
+         * resumes us (after a delay, as asyncio does). */
+        aio_stream_pause(l->stream);
+        PyObject *exc = aio_oserror(-fd);
+        PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
+                            : NULL;
+        Py_XDECREF(exc);
+        if (res == NULL)
+            rc = -1;
+        Py_XDECREF(res);
+    } else {
+        PyObject *fdo = PyLong_FromLong(fd);
+        PyObject *addr = fdo ? aio_sockaddr_to_py((struct sockaddr *)&r->u.acc.addr,
+                                                  r->u.acc.addrlen)
+                             : NULL;
+        PyObject *res = addr ? PyObject_CallFunctionObjArgs(l->callback, fdo, addr, NULL) : NULL;
+        if (addr == NULL)
+            close(fd);
+        if (res == NULL)
+            rc = -1;
+        Py_XDECREF(res);
+        Py_XDECREF(fdo);
+        Py_XDECREF(addr);
+    }
+    aio_req_free(r);
+    if (deliver && l->stream != NULL &&
+        aio_stream_release(l->loop->engine, l->stream, 1) < 0 && rc == 0) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    return rc;
+}
+
+static int ls_traverse(ListenerObject *l, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(l));
+    Py_VISIT(l->loop);
+    Py_VISIT(l->callback);
+    return 0;
+}
+
+static int ls_clear(ListenerObject *l)
+{
+    Py_CLEAR(l->callback);
+    return 0;
+}
+
+static void ls_dealloc(ListenerObject *l)
+{
+    PyTypeObject *tp = Py_TYPE(l);
+    PyObject_GC_UnTrack(l);
+    ls_clear(l);
+    if (l->fd >= 0 && l->stream == NULL)
+        close(l->fd);
+    Py_CLEAR(l->loop);
+    tp->tp_free(l);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef ls_methods[] = {
+    {"resume", (PyCFunction)ls_resume, METH_NOARGS, "Start or go on accepting."},
+    {"pause", (PyCFunction)ls_pause, METH_NOARGS, "Stop accepting for now."},
+    {"close", (PyCFunction)ls_close, METH_NOARGS, "Stop for good and close our descriptor."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ls_slots[] = {
+    {Py_tp_doc, "Accepts connections on a completion thread."},
+    {Py_tp_new, ls_new},
+    {Py_tp_dealloc, ls_dealloc},
+    {Py_tp_traverse, ls_traverse},
+    {Py_tp_clear, ls_clear},
+    {Py_tp_methods, ls_methods},
+    {0, NULL},
+};
+
+PyType_Spec aio_listener_spec = {
+    .name = "aioloop._core.Listener",
+    .basicsize = sizeof(ListenerObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = ls_slots,
+};
+
+/* The engine stopped: drop the stream without calling Python code. */
+void aio_listener_engine_gone(PyObject *owner)
+{
+    ListenerObject *l = (ListenerObject *)owner;
+    l->stream = NULL;
+    l->closing = 1;
+    close(l->fd);
+    l->fd = -1;
+}

@@ -1,0 +1,56 @@
+/* The loop's streams: the engine lists them; the binding holds a strong
+ * reference to each owner (a transport or a listener) from START until the
+ * stream is freed, so an owner outlives every completion that names it. */
+#include "loop.h"
+
+/* A live stream holds a strong reference to its owner: the owner outlives
+ * every completion that names it. */
+void aio_stream_link(LoopObject *L, aio_stream *s)
+{
+    (void)L;   /* the engine lists the stream; the binding holds its owner */
+    Py_INCREF((PyObject *)aio_stream_owner(s));
+}
+
+void aio_stream_unlink_free(LoopObject *L, aio_stream *s)
+{
+    if (s == NULL)
+        return;
+    PyObject *owner = aio_stream_owner(s);
+    aio_stream_free(L->engine, s);
+    Py_DECREF(owner);
+}
+
+/* Every stream completion, to its owner by kind; deliver=0 while the loop
+ * closes (release memory, call nothing).  -1 only when SystemExit or
+ * KeyboardInterrupt must propagate. */
+int aio_stream_completion(LoopObject *L, aio_req *r, int deliver)
+{
+    (void)L;
+    aio_stream *s = r->u.ctl.s;
+    PyObject *owner = aio_stream_owner(s);
+    if (aio_stream_kind(s) == AIO_STREAM_LISTENER)
+        return aio_listener_completion(owner, r, deliver);
+    return aio_transport_stream_completion(owner, r, deliver);
+}
+
+/* After the engine stopped: free every stream, telling its owner. */
+void aio_streams_shutdown(LoopObject *L)
+{
+    aio_stream *s;
+    while ((s = aio_engine_streams(L->engine)) != NULL) {
+        if (aio_stream_kind(s) == AIO_STREAM_LISTENER)
+            aio_listener_engine_gone(aio_stream_owner(s));
+        else
+            aio_transport_engine_gone(aio_stream_owner(s));
+        aio_stream_unlink_free(L, s);
+    }
+}
+
+int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg)
+{
+    if (L->engine == NULL)
+        return 0;
+    for (aio_stream *s = aio_engine_streams(L->engine); s != NULL; s = aio_stream_next(s))
+        Py_VISIT((PyObject *)aio_stream_owner(s));
+    return 0;
+}
