@@ -16,6 +16,8 @@ typedef struct ListenerObject {
     PyObject_HEAD
     LoopObject *loop;
     PyObject *callback;           /* callback(fd, addr) or callback(None, exc) */
+    PyObject *context;            /* the accept callback runs in it (asyncio: the
+                                     context the server was started in) */
     aio_stream *stream;
     int fd;                       /* our own descriptor (a dup), closed after CLOSE */
     char closing;
@@ -43,6 +45,16 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         return NULL;
     l->loop = (LoopObject *)Py_NewRef(loop);
     l->callback = Py_NewRef(callback);
+    l->fd = -1;
+    /* Accepts are dispatched in a copy of the context the server was started
+     * in, as asyncio's accept handle is (so the protocol factory, and the
+     * transports made in it, see the caller's context variables). */
+    l->context = PyContext_CopyCurrent();
+    if (l->context == NULL) {
+        l->closing = 1;
+        Py_DECREF(l);
+        return NULL;
+    }
     /* Our own descriptor: the server may close its socket object whenever it
      * likes, and the worker still never sees a recycled number. */
     l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -109,7 +121,7 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-int aio_listener_completion(PyObject *owner, aio_req *r, int deliver)
+static int listener_completion(PyObject *owner, aio_req *r, int deliver)
 {
     ListenerObject *l = (ListenerObject *)owner;
     int rc = 0;
@@ -178,12 +190,14 @@ static int ls_traverse(ListenerObject *l, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(l));
     Py_VISIT(l->loop);
     Py_VISIT(l->callback);
+    Py_VISIT(l->context);
     return 0;
 }
 
 static int ls_clear(ListenerObject *l)
 {
     Py_CLEAR(l->callback);
+    Py_CLEAR(l->context);
     return 0;
 }
 
@@ -222,6 +236,14 @@ PyType_Spec aio_listener_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = ls_slots,
 };
+
+int aio_listener_completion(PyObject *owner, aio_req *r, int deliver)
+{
+    ListenerObject *l = (ListenerObject *)owner;
+    if (!deliver || l->context == NULL)
+        return listener_completion(owner, r, deliver);
+    return aio_in_context(l->context, listener_completion, owner, r, deliver);
+}
 
 /* The engine stopped: drop the stream without calling Python code. */
 void aio_listener_engine_gone(PyObject *owner)

@@ -69,6 +69,8 @@ PyObject *aio_loop_create_future(LoopObject *L);
 /* streams.c */
 void aio_stream_link(LoopObject *L, aio_stream *s);
 void aio_stream_unlink_free(LoopObject *L, aio_stream *s);
+int aio_in_context(PyObject *ctx, int (*fn)(PyObject *, aio_req *, int), PyObject *owner,
+                   aio_req *r, int deliver);
 /* transport.c and listener.c, for streams.c */
 int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver);
 void aio_transport_engine_gone(PyObject *owner);

@@ -54,3 +54,32 @@ int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg)
         Py_VISIT((PyObject *)aio_stream_owner(s));
     return 0;
 }
+
+/* Runs fn(owner, r, deliver) inside ctx, as asyncio runs a handle's
+ * callback in its context.  If ctx is entered already (a nested dispatch
+ * cannot happen, but a user may have entered it), fn runs in the current
+ * context rather than failing the completion. */
+int aio_in_context(PyObject *ctx, int (*fn)(PyObject *, aio_req *, int), PyObject *owner,
+                   aio_req *r, int deliver)
+{
+    /* The completion may drop the last reference to its owner (a CLOSE
+     * frees the stream), and with it the context: hold both until the
+     * context is exited. */
+    Py_INCREF(ctx);
+    Py_INCREF(owner);
+    int rc;
+    if (PyContext_Enter(ctx) < 0) {
+        PyErr_Clear();
+        rc = fn(owner, r, deliver);
+    } else {
+        rc = fn(owner, r, deliver);
+        PyObject *exc = rc < 0 ? aio_err_fetch() : NULL;
+        if (PyContext_Exit(ctx) < 0)
+            PyErr_WriteUnraisable(owner);
+        if (exc != NULL)
+            aio_err_restore(exc);
+    }
+    Py_DECREF(owner);
+    Py_DECREF(ctx);
+    return rc;
+}

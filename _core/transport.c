@@ -60,6 +60,8 @@ typedef struct TransportObject {
     size_t high, low;             /* the marks as compared with buffer_size */
     PyObject *high_obj, *low_obj; /* the marks as given, when not exact ints (or NULL) */
     aio_qnode *stash_first, *stash_last;   /* reads held while paused */
+    PyObject *context;            /* protocol callbacks run in it (asyncio: the
+                                     context the transport was made in) */
     int fd;
     int conn_lost;
     char buffered, closing, paused, protocol_paused, eof, close_submitted,
@@ -1362,6 +1364,12 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     if (t == NULL)
         return NULL;
     t->loop = (LoopObject *)Py_NewRef(loop);
+    /* As asyncio's transports do through their add_reader handles: every
+     * protocol callback runs in a copy of the context the transport was
+     * made in (create_connection's caller, or the server's accept). */
+    t->context = PyContext_CopyCurrent();
+    if (t->context == NULL)
+        goto fail;
     t->sock = Py_NewRef(sock);
     t->server = Py_NewRef(server);
     t->extra_slot = extra == Py_None ? PyDict_New() : Py_NewRef(extra);
@@ -1415,6 +1423,7 @@ static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->sock);
     Py_VISIT(t->protocol);
     Py_VISIT(t->server);
+    Py_VISIT(t->context);
     for (size_t i = 0; i < t->wq_len; i++)
         Py_VISIT(t->wq[(t->wq_head + i) % t->wq_cap].obj);
     return 0;
@@ -1430,6 +1439,7 @@ static int tr_clear(TransportObject *t)
     Py_CLEAR(t->low_obj);
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->server);
+    Py_CLEAR(t->context);
     return 0;
 }
 
@@ -1530,7 +1540,7 @@ PyType_Spec aio_transport_spec = {
 
 /* ---- the stream registry's calls (streams.c) ---- */
 
-int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)
+static int stream_completion(PyObject *owner, aio_req *r, int deliver)
 {
     TransportObject *t = (TransportObject *)owner;
     switch (r->op) {
@@ -1557,6 +1567,14 @@ int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)
         aio_req_free(r);
         return 0;
     }
+}
+
+int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)
+{
+    TransportObject *t = (TransportObject *)owner;
+    if (!deliver || t->context == NULL)
+        return stream_completion(owner, r, deliver);
+    return aio_in_context(t->context, stream_completion, owner, r, deliver);
 }
 
 /* The engine stopped: drop the stream without calling Python code. */

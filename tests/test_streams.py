@@ -762,3 +762,54 @@ def test_write_modes_both_work():
             loop.run_until_complete(main())
         finally:
             loop.close()
+
+
+async def test_protocol_callbacks_run_in_the_context_of_their_setup():
+    # asyncio runs a server's protocol factory and every protocol callback in
+    # a copy of the context create_server/create_connection ran in (issue 13:
+    # aioloop dispatched them in the loop's own context).
+    import contextvars
+    cvar = contextvars.ContextVar("cvar", default="unset")
+    loop = asyncio.get_running_loop()
+    seen = []
+    done = loop.create_future()
+
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            seen.append(("factory", cvar.get()))
+
+        def connection_made(self, tr):
+            seen.append(("server made", cvar.get()))
+            self.tr = tr
+
+        def data_received(self, data):
+            seen.append(("server data", cvar.get()))
+            self.tr.write(data)
+
+    class Client(asyncio.Protocol):
+        def connection_made(self, tr):
+            seen.append(("client made", cvar.get()))
+
+        def data_received(self, data):
+            seen.append(("client data", cvar.get()))
+            done.set_result(None)
+
+    async def start_server():
+        cvar.set("server")
+        return await loop.create_server(Server, "127.0.0.1", 0)
+
+    async def connect(port):
+        cvar.set("client")
+        return await loop.create_connection(Client, "127.0.0.1", port)
+
+    cvar.set("outer")
+    srv = await asyncio.create_task(start_server())
+    port = srv.sockets[0].getsockname()[1]
+    tr, _ = await asyncio.create_task(connect(port))
+    tr.write(b"ping")
+    await asyncio.wait_for(done, 10)
+    tr.close()
+    srv.close()
+    await srv.wait_closed()
+    assert dict(seen) == {"factory": "server", "server made": "server", "server data": "server",
+                          "client made": "client", "client data": "client"}, seen
