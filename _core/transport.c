@@ -46,6 +46,8 @@ typedef struct TransportObject {
     PyObject *extra_slot;         /* asyncio.BaseTransport's `_extra` slot */
     PyObject *base_slots[4];      /* _FlowControlMixin's slots; shadowed, unused */
     PyObject *weakreflist;
+    PyObject *dict;               /* instance attributes: test doubles
+                                     (mock.patch.object(transport, "write")) */
     PyObject *empty_waiter;       /* sendfile: set when the buffer drains */
     LoopObject *loop;
     PyObject *sock;
@@ -1424,6 +1426,7 @@ static int tr_traverse(TransportObject *t, visitproc visit, void *arg)
     Py_VISIT(t->protocol);
     Py_VISIT(t->server);
     Py_VISIT(t->context);
+    Py_VISIT(t->dict);
     for (size_t i = 0; i < t->wq_len; i++)
         Py_VISIT(t->wq[(t->wq_head + i) % t->wq_cap].obj);
     return 0;
@@ -1440,6 +1443,7 @@ static int tr_clear(TransportObject *t)
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->server);
     Py_CLEAR(t->context);
+    Py_CLEAR(t->dict);
     return 0;
 }
 
@@ -1464,6 +1468,7 @@ static void tr_dealloc(TransportObject *t)
 
 static PyMemberDef tr_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TransportObject, weakreflist), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(TransportObject, dict), READONLY, NULL},
     {"_sock_fd", T_INT, offsetof(TransportObject, fd), READONLY, NULL},
     {"_conn_lost", T_INT, offsetof(TransportObject, conn_lost), READONLY, NULL},
     {"_closing", T_BOOL, offsetof(TransportObject, closing), READONLY, NULL},

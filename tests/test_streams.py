@@ -813,3 +813,22 @@ async def test_protocol_callbacks_run_in_the_context_of_their_setup():
     await srv.wait_closed()
     assert dict(seen) == {"factory": "server", "server made": "server", "server data": "server",
                           "client made": "client", "client data": "client"}, seen
+
+
+async def test_transport_methods_can_be_patched_by_test_doubles():
+    # unittest.mock.patch.object(transport, "write") works on asyncio's
+    # transports; users' own test suites do it (issue 13: "attribute 'write'
+    # is read-only" on the C transport).
+    from unittest import mock
+    loop = asyncio.get_running_loop()
+    server, port = await _server()
+    async with server:
+        tr, pr = await loop.create_connection(Recorder, "127.0.0.1", port)
+        with mock.patch.object(tr, "write") as fake:
+            tr.write(b"not sent")
+            fake.assert_called_once_with(b"not sent")
+        tr.custom_attribute = 1
+        assert tr.custom_attribute == 1
+        tr.write(b"sent")      # the real method again
+        tr.close()
+        await pr.lost
