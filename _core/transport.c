@@ -65,6 +65,7 @@ typedef struct TransportObject {
     PyObject *context;            /* protocol callbacks run in it (asyncio: the
                                      context the transport was made in) */
     int fd;
+    int held_fd;                  /* a placeholder under fd, closed when CLOSE is back */
     int conn_lost;
     char buffered, closing, paused, protocol_paused, eof, close_submitted,
         inline_writes, stash_scheduled, lost_called;
@@ -995,6 +996,10 @@ static int tr_close_completed(TransportObject *t, int deliver)
 {
     aio_stream *s = t->stream;
     t->stream = NULL;
+    if (t->held_fd >= 0) {
+        close(t->held_fd);
+        t->held_fd = -1;
+    }
     stash_free(t->stash_first);
     t->stash_first = t->stash_last = NULL;
     if (deliver)
@@ -1006,6 +1011,34 @@ static int tr_close_completed(TransportObject *t, int deliver)
         close_socket(t);
     aio_stream_unlink_free(t->loop, s);   /* may drop the last reference to t */
     return 0;
+}
+
+/* connection_lost ran while the engine may still use the descriptor number:
+ * put a socket that never connects under the number (as Server.close() does
+ * for listeners) and detach the user's socket object from it, so that the
+ * object reads closed (fileno() == -1) as on asyncio, and its __del__ can
+ * never close a number recycled by then.  The placeholder is closed when
+ * CLOSE is back. */
+static void hand_off_socket(TransportObject *t)
+{
+    int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (ph < 0)
+        return;   /* keep the socket; it is closed when CLOSE is back */
+    if (fill_sockname(t) < 0)
+        PyErr_WriteUnraisable((PyObject *)t);
+    if (dup3(ph, t->fd, O_CLOEXEC) < 0) {
+        close(ph);
+        return;
+    }
+    close(ph);
+    t->held_fd = t->fd;
+    PyObject *sock = t->sock;
+    t->sock = NULL;
+    PyObject *r = PyObject_CallMethod(sock, "detach", NULL);
+    if (r == NULL)
+        PyErr_WriteUnraisable(sock);
+    Py_XDECREF(r);
+    Py_DECREF(sock);
 }
 
 static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
@@ -1022,10 +1055,11 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
     PyObject *err = res == NULL ? aio_err_fetch() : NULL;
     Py_XDECREF(res);
     if (t->stream != NULL && t->sock != NULL) {
-        /* CLOSE is not back yet, so the descriptor must stay open; shut the
-         * connection down now so the peer sees it closed at once, whether
-         * or not the loop runs again. */
+        /* CLOSE is not back yet, so the descriptor number must stay taken;
+         * shut the connection down now so the peer sees it closed at once,
+         * whether or not the loop runs again. */
         shutdown(t->fd, SHUT_RDWR);
+        hand_off_socket(t);
     }
     maybe_close_socket(t);
     if (server != NULL && server != Py_None) {
@@ -1366,6 +1400,7 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     if (t == NULL)
         return NULL;
     t->loop = (LoopObject *)Py_NewRef(loop);
+    t->held_fd = -1;
     /* As asyncio's transports do through their add_reader handles: every
      * protocol callback runs in a copy of the context the transport was
      * made in (create_connection's caller, or the server's accept). */
@@ -1586,6 +1621,10 @@ int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)
 void aio_transport_engine_gone(PyObject *owner)
 {
     TransportObject *t = (TransportObject *)owner;
+    if (t->held_fd >= 0) {
+        close(t->held_fd);
+        t->held_fd = -1;
+    }
     /* A write parked in the engine is freed with the stream. */
     if (t->wreq != NULL) {
         t->wreq = NULL;

@@ -832,3 +832,21 @@ async def test_transport_methods_can_be_patched_by_test_doubles():
         tr.write(b"sent")      # the real method again
         tr.close()
         await pr.lost
+
+
+async def test_socket_passed_in_reads_closed_once_connection_lost_ran():
+    # asyncio: by the time connection_lost has run, the socket given with
+    # sock= is closed (fileno() == -1), so its own __del__ can never close a
+    # descriptor number that was handed out again (issue 13 item 8).
+    loop = asyncio.get_running_loop()
+    server, port = await _server()
+    async with server:
+        for how in ("close", "abort"):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setblocking(False)
+            tr, pr = await loop.create_connection(Recorder, sock=s)
+            tr.write(b"x" * 1000)
+            getattr(tr, how)()
+            await pr.lost
+            assert s.fileno() == -1, how
+            assert tr.get_extra_info("sockname") is not None
