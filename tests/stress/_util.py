@@ -74,14 +74,24 @@ class Server:
             self.proc.kill()
             pytest.fail(f"server did not start: {line!r}")
         self.port = int(line.split()[1])
+        self._pending = b""
 
     def stats(self):
+        """The server's figures (one JSON line), read from the raw pipe: a
+        buffered reader could hold the answer where select() cannot see it."""
         self.proc.stdin.write("stats\n")
         self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        if not ready:
-            pytest.fail("the server process did not answer `stats` within 30 s")
-        return json.loads(self.proc.stdout.readline())
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], 60)
+            if not ready:
+                pytest.fail("the server process did not answer `stats` within 60 s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(f"the server process ended (rc={self.proc.poll()})")
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return json.loads(line)
 
     def alive(self):
         return self.proc.poll() is None
