@@ -143,6 +143,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             self._closed = True   # nothing to close; keeps __del__ quiet
             raise
         base_events.BaseEventLoop.__init__(self)
+        # Remembered now: close() frees the engine, and the core then no
+        # longer knows which one it was.
+        self._engine_name = self._engine_kind()
         # fd -> transport, as asyncio's selector loop keeps it, so that the
         # readiness API refuses descriptors owned by a transport.
         self._transports = weakref.WeakValueDictionary()
@@ -475,5 +478,6 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
 
     @property
     def engine(self):
-        """The completion engine in use: ``"uring"`` or ``"threads"``."""
-        return self._engine_kind()
+        """The completion engine this loop runs (or ran, once closed):
+        ``"uring"`` or ``"threads"``."""
+        return self._engine_name

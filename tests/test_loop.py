@@ -13,6 +13,7 @@ import weakref
 import pytest
 
 import aioloop
+from conftest import ENGINES
 
 
 # ---- call_soon / call_later / call_at ---------------------------------------
@@ -564,6 +565,16 @@ def test_loop_is_an_abstract_event_loop(aloop):
     assert isinstance(aloop, asyncio.AbstractEventLoop)
     assert aloop.engine in ("threads", "uring")
     assert "Loop" in repr(aloop)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_survives_close(engine):
+    """loop.engine names the engine the loop ran on, before and after close()."""
+    loop = aioloop.new_event_loop(engine=engine)
+    assert loop.engine == engine
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    assert loop.engine == engine
 
 
 def test_run_helper():
