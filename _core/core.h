@@ -56,7 +56,10 @@ typedef struct {
 
 typedef struct {
     HandleObject base;
-    double when;
+    double when;             /* the deadline the heap orders by */
+    PyObject *when_obj;      /* the deadline as given when it was not an exact
+                              * float (an int, a Fraction): when() returns it,
+                              * as asyncio's does; NULL otherwise */
     uint64_t seq;            /* tie-break: equal deadlines run FIFO */
     char scheduled;          /* in its loop's timer heap */
 } TimerHandleObject;
@@ -78,6 +81,9 @@ HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
  * and KeyboardInterrupt go to loop.call_exception_handler(). Returns 0, or -1
  * with an exception set when the run loop must stop. */
 int aio_handle_run(aio_state *st, HandleObject *h);
+/* Sets a timer's deadline: `when` for the heap and, when `given` is not an
+ * exact float, `given` itself for when() (given may be NULL). */
+void aio_timer_set_when(TimerHandleObject *t, double when, PyObject *given);
 /* Collects the debug-mode source traceback for a new handle (0 or -1). */
 int aio_handle_capture_traceback(aio_state *st, HandleObject *h);
 

@@ -39,6 +39,7 @@ HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
     if (timer) {
         TimerHandleObject *t = (TimerHandleObject *)h;
         t->when = 0.0;
+        t->when_obj = NULL;
         t->seq = 0;
         t->scheduled = 0;
     }
@@ -48,6 +49,13 @@ HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
         return NULL;
     }
     return h;
+}
+
+void aio_timer_set_when(TimerHandleObject *t, double when, PyObject *given)
+{
+    t->when = when;
+    if (given != NULL && !PyFloat_CheckExact(given))
+        Py_XSETREF(t->when_obj, Py_NewRef(given));
 }
 
 PyObject *aio_debug_helpers(aio_state *st)
@@ -161,14 +169,17 @@ static aio_state *handle_state(PyObject *self)
 static PyObject *handle_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"callback", "args", "loop", "context", NULL};
-    PyObject *cb, *cargs, *loop, *context = Py_None;
+    PyObject *cb, *cargs, *loop, *context = Py_None, *when_given = NULL;
     double when = 0.0;
     aio_state *st = aio_get_state_by_type(tp);
     int timer = PyType_IsSubtype(tp, st->TimerHandleType);
     if (timer) {
         static char *tkwlist[] = {"when", "callback", "args", "loop", "context", NULL};
-        if (!PyArg_ParseTupleAndKeywords(args, kwds, "dOOO|O:TimerHandle", tkwlist,
-                                         &when, &cb, &cargs, &loop, &context))
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|O:TimerHandle", tkwlist,
+                                         &when_given, &cb, &cargs, &loop, &context))
+            return NULL;
+        when = PyFloat_AsDouble(when_given);
+        if (when == -1.0 && PyErr_Occurred())
             return NULL;
     } else if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:Handle", kwlist,
                                             &cb, &cargs, &loop, &context)) {
@@ -181,7 +192,7 @@ static PyObject *handle_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
                                      PyTuple_GET_SIZE(tup), loop, context);
     Py_DECREF(tup);
     if (h != NULL && timer)
-        ((TimerHandleObject *)h)->when = when;
+        aio_timer_set_when((TimerHandleObject *)h, when, when_given);
     return (PyObject *)h;
 }
 
@@ -308,7 +319,34 @@ static PyObject *timer_get_scheduled(TimerHandleObject *t, void *c)
 
 static PyObject *timer_when(TimerHandleObject *t, PyObject *Py_UNUSED(ignored))
 {
+    if (t->when_obj != NULL)
+        return Py_NewRef(t->when_obj);
     return PyFloat_FromDouble(t->when);
+}
+
+static PyObject *timer_get_when(TimerHandleObject *t, void *c)
+{
+    (void)c;
+    return timer_when(t, NULL);
+}
+
+static int timer_traverse(TimerHandleObject *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->when_obj);
+    return handle_traverse(&t->base, visit, arg);
+}
+
+static int timer_clear(TimerHandleObject *t)
+{
+    Py_CLEAR(t->when_obj);
+    return handle_clear(&t->base);
+}
+
+static void timer_dealloc(TimerHandleObject *t)
+{
+    PyObject_GC_UnTrack(t);
+    Py_CLEAR(t->when_obj);
+    handle_dealloc(&t->base);
 }
 
 static PyObject *timer_richcompare(PyObject *a, PyObject *b, int op)
@@ -334,6 +372,8 @@ static PyObject *timer_richcompare(PyObject *a, PyObject *b, int op)
 
 static Py_hash_t timer_hash(TimerHandleObject *t)
 {
+    if (t->when_obj != NULL)   /* asyncio's: hash(self._when) */
+        return PyObject_Hash(t->when_obj);
     PyObject *f = PyFloat_FromDouble(t->when);
     if (f == NULL)
         return -1;
@@ -387,12 +427,8 @@ PyType_Spec aio_handle_spec = {
     .slots = handle_slots,
 };
 
-static PyMemberDef timer_members[] = {
-    {"_when", T_DOUBLE, offsetof(TimerHandleObject, when), READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
 static PyGetSetDef timer_getset[] = {
+    {"_when", (getter)timer_get_when, NULL, NULL, NULL},
     {"_scheduled", (getter)timer_get_scheduled, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -405,11 +441,10 @@ static PyMethodDef timer_methods[] = {
 
 static PyType_Slot timer_slots[] = {
     {Py_tp_doc, "A callback scheduled with call_later/call_at (asyncio.TimerHandle's API)."},
-    {Py_tp_dealloc, handle_dealloc},
-    {Py_tp_traverse, handle_traverse},
-    {Py_tp_clear, handle_clear},
+    {Py_tp_dealloc, timer_dealloc},
+    {Py_tp_traverse, timer_traverse},
+    {Py_tp_clear, timer_clear},
     {Py_tp_methods, timer_methods},
-    {Py_tp_members, timer_members},
     {Py_tp_getset, timer_getset},
     {Py_tp_richcompare, timer_richcompare},
     {Py_tp_hash, timer_hash},

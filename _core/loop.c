@@ -365,7 +365,7 @@ static int check_schedule(LoopObject *L, PyObject *callback, const char *method)
     return check_callback(L, callback, method);
 }
 
-static PyObject *schedule_at(LoopObject *L, double when, call_args *a)
+static PyObject *schedule_at(LoopObject *L, double when, PyObject *given, call_args *a)
 {
     HandleObject *h = aio_handle_new(L->st, 1, a->param[1], a->rest, a->nrest, (PyObject *)L,
                                      a->context);
@@ -375,7 +375,7 @@ static PyObject *schedule_at(LoopObject *L, double when, call_args *a)
         Py_DECREF(h);
         return NULL;
     }
-    ((TimerHandleObject *)h)->when = when;
+    aio_timer_set_when((TimerHandleObject *)h, when, given);
     Py_INCREF(h);
     if (heap_push(L, (TimerHandleObject *)h) < 0) {
         Py_DECREF(h);
@@ -471,7 +471,7 @@ static PyObject *schedule_timer(LoopObject *L, PyObject *const *args, size_t nar
     PyObject *res = NULL;
     if (check_schedule(L, a.param[1], method) == 0 &&
         (have_when || when_as_double(when_obj ? when_obj : tval, &when) == 0))
-        res = schedule_at(L, when, &a);
+        res = schedule_at(L, when, when_obj ? when_obj : relative ? NULL : tval, &a);
     Py_XDECREF(when_obj);
     return res;
 }

@@ -1,6 +1,8 @@
 """Behaviour of the loop core, checked on aioloop and on asyncio's loop."""
 import asyncio
 import contextvars
+import decimal
+import fractions
 import gc
 import logging
 import os
@@ -116,6 +118,35 @@ def test_timer_handle_api(any_loop):
     t.cancel()
     t2.cancel()
     assert "cancelled" in repr(t)
+
+
+@pytest.mark.parametrize("kind", [int, fractions.Fraction, decimal.Decimal, float])
+def test_call_at_keeps_the_deadline_as_given(any_loop, kind):
+    """when() and _when are the object call_at() was given (asyncio keeps
+    it as is); the timer still fires by its value."""
+    when = kind(int(any_loop.time()) + 10)
+    t = any_loop.call_at(when, print)
+    assert type(t.when()) is kind and t.when() == when
+    assert type(t._when) is kind
+    assert hash(t) == hash(when)
+    assert f"when={when}" in repr(t)
+    t.cancel()
+    # call_later() adds the delay to time(): a float whatever the delay is.
+    assert type(any_loop.call_later(10, print).when()) is float
+    # A deadline due now runs, whatever its type.
+    out = []
+    any_loop.call_at(kind(int(any_loop.time())), out.append, "due")
+    any_loop.call_soon(any_loop.stop)
+    any_loop.run_forever()
+    any_loop.run_until_complete(asyncio.sleep(0.01))
+    assert out == ["due"]
+
+
+def test_timer_handle_made_directly_keeps_its_deadline(any_loop):
+    cls = aioloop.TimerHandle if isinstance(any_loop, aioloop.Loop) else asyncio.TimerHandle
+    t = cls(5, print, (), any_loop)
+    assert type(t.when()) is int and t.when() == 5 and t._when == 5
+    assert cls(5.5, print, (), any_loop).when() == 5.5
 
 
 def test_callbacks_run_in_their_context(any_loop):
