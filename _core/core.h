@@ -39,6 +39,8 @@ typedef struct {
     PyObject *str_buffer_updated;
     PyObject *str_connection_lost;
     PyObject *str_sockname;
+    PyObject *str_time;
+    PyObject *core_time;             /* the core Loop type's own time() descriptor */
     PyObject *debug_helpers;         /* aioloop._debug, imported lazily */
 } aio_state;
 

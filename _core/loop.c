@@ -36,6 +36,22 @@ static double mono_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The time the scheduler goes by: the monotonic clock, or what loop.time()
+ * returns when it is overridden (clock.c), as asyncio's scheduler calls
+ * self.time().  Returns 0 (the clock was read), 1 (time() was called), or
+ * -1 with an exception set. */
+static inline int loop_now(LoopObject *L, double *now)
+{
+    int overridden = aio_loop_time_overridden(L);
+    if (overridden == 0) {
+        *now = mono_now();
+        return 0;
+    }
+    if (overridden < 0 || aio_loop_time_call(L, now) < 0)
+        return -1;
+    return 1;
+}
+
 /* ---- ready queue ---- */
 
 int aio_loop_ready_push(LoopObject *L, HandleObject *h)   /* steals h */
@@ -445,17 +461,21 @@ static PyObject *schedule_timer(LoopObject *L, PyObject *const *args, size_t nar
     double when = 0.0;
     int have_when = 0;
     if (relative) {
-        if (PyFloat_CheckExact(tval)) {
+        int overridden = aio_loop_time_overridden(L);
+        if (overridden < 0)
+            return NULL;
+        if (!overridden && PyFloat_CheckExact(tval)) {
             when = mono_now() + PyFloat_AS_DOUBLE(tval);
             have_when = 1;
-        } else if (PyLong_CheckExact(tval)) {
+        } else if (!overridden && PyLong_CheckExact(tval)) {
             double d = PyLong_AsDouble(tval);   /* OverflowError, as float + int */
             if (d == -1.0 && PyErr_Occurred())
                 return NULL;
             when = mono_now() + d;
             have_when = 1;
         } else {
-            PyObject *now = PyFloat_FromDouble(mono_now());
+            PyObject *now = overridden ? PyObject_CallMethodNoArgs((PyObject *)L, L->st->str_time)
+                                       : PyFloat_FromDouble(mono_now());
             if (now == NULL)
                 return NULL;
             when_obj = PyNumber_Add(now, tval);
@@ -624,7 +644,10 @@ static int loop_run_once(LoopObject *L)
     if (L->ready_len > 0 || L->stopping) {
         timeout_ms = 0;
     } else if (L->heap_len > 0) {
-        double t = timer_key(L->heap[0]) - mono_now();
+        double now;
+        if (loop_now(L, &now) < 0)
+            return -1;
+        double t = timer_key(L->heap[0]) - now;
         if (t <= 0)
             timeout_ms = 0;
         else if (t * 1000.0 >= MAXIMUM_SELECT_TIMEOUT_MS)
@@ -647,7 +670,11 @@ static int loop_run_once(LoopObject *L)
      * arrived (a task woken by create_connection's waiter, say) runs before
      * the protocol sees that I/O, as on asyncio's loop.  What these
      * callbacks schedule waits for the next iteration. */
-    double end = mono_now() + L->clock_resolution;
+    double end;
+    int clock = loop_now(L, &end);
+    if (clock < 0)
+        return -1;
+    end += L->clock_resolution;
     size_t ntodo = L->ready_len;
     for (size_t i = 0; i < ntodo; i++) {
         HandleObject *h = ready_pop(L);
@@ -661,6 +688,15 @@ static int loop_run_once(LoopObject *L)
     if ((L->backlog != NULL || aio_engine_has_completions(L->engine)) &&
         drain_completions(L, 1) < 0)
         return -1;
+    /* A callback patched or unpatched time(): a timer it scheduled on the
+     * new clock must not be judged by the old one (asyncio never runs a
+     * timer in the iteration that scheduled it). */
+    int now_clock = aio_loop_time_overridden(L);
+    if (now_clock != clock) {
+        if (now_clock < 0 || loop_now(L, &end) < 0)
+            return -1;
+        end += L->clock_resolution;
+    }
     while (L->heap_len > 0 && timer_key(L->heap[0]) < end) {
         TimerHandleObject *t = heap_pop(L);
         if (t->base.cancelled && L->timer_cancelled > 0)
@@ -1026,6 +1062,7 @@ static PyType_Slot loop_slots[] = {
     {Py_tp_new, loop_tp_new},
     {Py_tp_init, loop_init},
     {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_setattro, aio_loop_setattro},
     {Py_tp_traverse, loop_traverse},
     {Py_tp_clear, loop_clear},
     {Py_tp_methods, loop_methods},

@@ -46,6 +46,11 @@ typedef struct {
     double clock_resolution;
     double slow_callback_duration;
     uint64_t iterations;
+    /* The clock (clock.c): whether an instance attribute overrides time(),
+     * and the type version tag under which the type's time() was found to be
+     * the core's (0: look again). */
+    char time_override;
+    unsigned int time_type_tag;
 } LoopObject;
 
 
@@ -62,6 +67,25 @@ int aio_loop_ready_push(LoopObject *L, HandleObject *h);
 int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
                        Py_ssize_t nargs);
 int aio_loop_check_closed(LoopObject *L);
+
+/* clock.c */
+/* Looks again whether time() is overridden and records the answer: 1 when it
+ * is, 0 when it is the core's, -1 with an exception set. */
+int aio_loop_time_recheck(LoopObject *L);
+/* Calls loop.time() through Python; 0, or -1 with an exception set. */
+int aio_loop_time_call(LoopObject *L, double *now);
+/* The Loop type's tp_setattro: notices an instance attribute "time". */
+int aio_loop_setattro(PyObject *self, PyObject *name, PyObject *value);
+
+/* Whether the scheduler must call loop.time() instead of reading the clock
+ * itself (see clock.c): 1, 0, or -1 with an exception set. */
+static inline int aio_loop_time_overridden(LoopObject *L)
+{
+    unsigned int tag = Py_TYPE(L)->tp_version_tag;
+    if (!L->time_override && tag != 0 && tag == L->time_type_tag)
+        return 0;
+    return aio_loop_time_recheck(L);
+}
 
 /* transport.c */
 int aio_stream_completion(LoopObject *L, aio_req *r, int deliver);

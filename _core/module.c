@@ -101,7 +101,11 @@ static int aio_exec(PyObject *m)
         intern(&st->str_get_buffer, "get_buffer") < 0 ||
         intern(&st->str_buffer_updated, "buffer_updated") < 0 ||
         intern(&st->str_connection_lost, "connection_lost") < 0 ||
-        intern(&st->str_sockname, "sockname") < 0)
+        intern(&st->str_sockname, "sockname") < 0 ||
+        intern(&st->str_time, "time") < 0)
+        return -1;
+    st->core_time = PyObject_GetAttr((PyObject *)st->LoopType, st->str_time);
+    if (st->core_time == NULL)
         return -1;
     if (PyModule_AddIntConstant(m, "URING_COMPILED", aio_uring_compiled()) < 0)
         return -1;
@@ -122,6 +126,7 @@ static int aio_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->FutureType);
     Py_VISIT(st->gaierror);
     Py_VISIT(st->debug_helpers);
+    Py_VISIT(st->core_time);
     return 0;
 }
 
@@ -153,6 +158,8 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->str_buffer_updated);
     Py_CLEAR(st->str_connection_lost);
     Py_CLEAR(st->str_sockname);
+    Py_CLEAR(st->str_time);
+    Py_CLEAR(st->core_time);
     return 0;
 }
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import weakref
+from unittest import mock
 
 import pytest
 
@@ -140,6 +141,77 @@ def test_call_at_keeps_the_deadline_as_given(any_loop, kind):
     any_loop.run_forever()
     any_loop.run_until_complete(asyncio.sleep(0.01))
     assert out == ["due"]
+
+
+async def _spin(n=3):
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_patched_time_drives_the_timers():
+    """mock.patch.object(loop, "time", ...) moves the clock the scheduler
+    reads: call_later() adds to it and timers fire by it, as on asyncio."""
+    loop = asyncio.get_running_loop()
+    now = [loop.time()]
+    fired = []
+    with mock.patch.object(loop, "time", lambda: now[0]):
+        t = loop.call_later(3600, fired.append, "later")
+        assert t.when() == now[0] + 3600
+        loop.call_at(now[0] + 7200, fired.append, "at")
+        sleeper = asyncio.ensure_future(asyncio.sleep(60))
+        await _spin()
+        assert fired == [] and not sleeper.done()
+        now[0] += 61
+        await _spin()
+        assert sleeper.done() and fired == []
+        now[0] += 3540
+        await _spin()
+        assert fired == ["later"]
+        now[0] += 3600
+        await _spin()
+        assert fired == ["later", "at"]
+    # Unpatched: the real clock again.
+    assert "time" not in vars(loop)
+    t0 = time.monotonic()
+    await asyncio.sleep(0.01)
+    assert time.monotonic() - t0 >= 0.009
+
+
+def test_patched_loop_class_time_drives_the_timers(any_loop):
+    """Patching time() on the class (or overriding it in a subclass) moves
+    the clock too, for loops that exist already."""
+    now = [any_loop.time()]
+    fired = []
+    any_loop.call_later(3600, fired.append, "before")   # scheduled on the real clock
+    with mock.patch.object(type(any_loop), "time", lambda self: now[0]):
+        any_loop.call_later(10, fired.append, "fake")
+        any_loop.run_until_complete(_spin())
+        assert fired == []
+        now[0] += 3601
+        any_loop.run_until_complete(_spin())
+        assert fired == ["fake", "before"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_subclass_time_drives_the_timers(engine):
+    class FrozenLoop(aioloop.Loop):
+        now = 1000.0
+
+        def time(self):
+            return self.now
+
+    loop = FrozenLoop(engine=engine)
+    try:
+        fired = []
+        loop.call_later(5, fired.append, 1)
+        assert loop.call_later(5, print).when() == 1005.0
+        loop.run_until_complete(_spin())
+        assert fired == []
+        loop.now = 1006.0
+        loop.run_until_complete(_spin())
+        assert fired == [1]
+    finally:
+        loop.close()
 
 
 def test_timer_handle_made_directly_keeps_its_deadline(any_loop):
