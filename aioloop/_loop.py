@@ -19,7 +19,7 @@ from asyncio import base_events, constants, events, futures, selector_events, ss
 from asyncio import trsock, unix_events
 from asyncio.log import logger
 
-from . import _core
+from . import _child, _core
 # Imported now, not when a callback first fails: a process out of descriptors
 # (EMFILE) could not import it then.
 from . import _debug  # noqa: F401
@@ -153,6 +153,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         self._accept_retries = {}       # listening socket -> TimerHandle of its retry
         self._unix_server_sockets = {}  # unix listening socket -> inode
         self._signal_handlers = {}
+        self._children = _child.ChildWatcher(self)
         self._ssock = self._csock = None   # self-pipe, made for the first signal
         self._internal_fds = 0
         self._selector = _SelectorView(self)
@@ -195,6 +196,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                               f"stage, skipping signal handlers removal",
                               ResourceWarning, source=self)
                 self._signal_handlers.clear()
+            self._children.close()
             super().close()
         finally:
             if self._ssock is not None:
@@ -443,8 +445,27 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     _make_datagram_transport = _selector_loop._make_datagram_transport
     _make_read_pipe_transport = _unix._make_read_pipe_transport
     _make_write_pipe_transport = _unix._make_write_pipe_transport
-    _make_subprocess_transport = _unix._make_subprocess_transport
-    _child_watcher_callback = _unix._child_watcher_callback
+
+    async def _make_subprocess_transport(self, protocol, args, shell,
+                                         stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        # asyncio's Unix subprocess transport; the child's exit comes from
+        # this loop's own ChildWatcher (_child.py), not from a policy's or
+        # asyncio's watcher.
+        waiter = self.create_future()
+        transp = unix_events._UnixSubprocessTransport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+            waiter=waiter, extra=extra, **kwargs)
+        self._children.watch(transp.get_pid(), transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
 
     # Signals: asyncio's Unix implementation (signal.set_wakeup_fd on a
     # self-pipe read by the loop).  The self-pipe is made for the first
