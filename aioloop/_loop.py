@@ -19,7 +19,7 @@ from asyncio import base_events, constants, events, futures, selector_events, ss
 from asyncio import trsock, unix_events
 from asyncio.log import logger
 
-from . import _child, _core
+from . import _borrowed, _child, _core
 # Imported now, not when a callback first fails: a process out of descriptors
 # (EMFILE) could not import it then.
 from . import _debug  # noqa: F401
@@ -98,9 +98,6 @@ class _SelectorView:
             raise KeyError(fd)
         return selectors.SelectorKey(fd, fd, events, None)
 
-
-_unix = unix_events._UnixSelectorEventLoop
-_selector_loop = selector_events.BaseSelectorEventLoop
 
 
 
@@ -263,22 +260,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
 
     # -- readiness API and low-level socket operations ---------------------
     # The readiness callbacks run on the loop thread's own epoll instance
-    # (_core's _add_reader & co.).  The sock_* coroutines are asyncio's own
-    # code over that API: a sock_* call is a Python round trip on the loop
-    # thread either way, so a completion-thread hop would only add latency.
-
-    for _name in (
-        "add_reader", "remove_reader", "add_writer", "remove_writer",
-        "_ensure_fd_no_transport",
-        "sock_recv", "_sock_recv", "sock_recv_into", "_sock_recv_into",
-        "sock_recvfrom", "_sock_recvfrom", "sock_recvfrom_into", "_sock_recvfrom_into",
-        "sock_sendall", "_sock_sendall", "sock_sendto", "_sock_sendto",
-        "sock_connect", "_sock_connect", "_sock_connect_cb",
-        "sock_accept", "_sock_accept", "_sock_read_done", "_sock_write_done",
-    ):
-        if hasattr(selector_events.BaseSelectorEventLoop, _name):
-            locals()[_name] = getattr(selector_events.BaseSelectorEventLoop, _name)
-    del _name
+    # (_core's _add_reader & co.).  add_reader() & co. and the sock_*
+    # coroutines are asyncio's own code over that API, installed from
+    # _borrowed.TABLE below the class: a sock_* call is a Python round trip
+    # on the loop thread either way, so a completion-thread hop would only
+    # add latency.
 
     # -- stream transports and servers ----------------------------------------
 
@@ -429,22 +415,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             except OSError as err:
                 logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
 
-    # sendfile: os.sendfile() driven by the readiness API, as asyncio's Unix
-    # loop does it.
-    _sendfile_native = selector_events.BaseSelectorEventLoop._sendfile_native
-    _sock_sendfile_native = unix_events._UnixSelectorEventLoop._sock_sendfile_native
-    _sock_sendfile_native_impl = unix_events._UnixSelectorEventLoop._sock_sendfile_native_impl
-    _sock_sendfile_update_filepos = (
-        unix_events._UnixSelectorEventLoop._sock_sendfile_update_filepos)
-    _sock_add_cancellation_callback = (
-        unix_events._UnixSelectorEventLoop._sock_add_cancellation_callback)
+    # sendfile (os.sendfile() driven by the readiness API), UDP, pipes and
+    # Unix sockets are asyncio's own code over aioloop's readiness API (loop
+    # thread), installed from _borrowed.TABLE below the class.
 
-    # -- UDP, pipes, signals, subprocesses -------------------------------------
-    # asyncio's own transports over aioloop's readiness API (loop thread).
-
-    _make_datagram_transport = _selector_loop._make_datagram_transport
-    _make_read_pipe_transport = _unix._make_read_pipe_transport
-    _make_write_pipe_transport = _unix._make_write_pipe_transport
+    # -- subprocesses and signals ----------------------------------------------
 
     async def _make_subprocess_transport(self, protocol, args, shell,
                                          stdin, stdout, stderr, bufsize,
@@ -468,15 +443,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         return transp
 
     # Signals: asyncio's Unix implementation (signal.set_wakeup_fd on a
-    # self-pipe read by the loop).  The self-pipe is made for the first
-    # handler only, so a loop without signal handlers watches no descriptor.
-    _make_self_pipe = _selector_loop._make_self_pipe
-    _close_self_pipe = _selector_loop._close_self_pipe
-    _read_from_self = _selector_loop._read_from_self
-    _process_self_data = _unix._process_self_data
-    _handle_signal = _unix._handle_signal
-    _check_signal = _unix._check_signal
-    remove_signal_handler = _unix.remove_signal_handler
+    # self-pipe read by the loop; installed from _borrowed.TABLE).  The
+    # self-pipe is made for the first handler only, so a loop without signal
+    # handlers watches no descriptor.
 
     def add_signal_handler(self, sig, callback, *args):
         """Add a handler for a Unix signal (main thread only)."""
@@ -484,16 +453,13 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         self._check_closed()
         if self._ssock is None:
             self._make_self_pipe()
-        return _unix.add_signal_handler(self, sig, callback, *args)
+        return unix_events._UnixSelectorEventLoop.add_signal_handler(self, sig, callback, *args)
 
     def _add_callback_signalsafe(self, handle):
         # Called from _handle_signal on the loop thread (the self-pipe's
         # reader), so a plain call_soon is safe here.
         if not handle._cancelled:
             self.call_soon(handle._run)
-
-    create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
-    create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
 
     # -- introspection -------------------------------------------------------
 
@@ -502,3 +468,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         """The completion engine this loop runs (or ran, once closed):
         ``"uring"`` or ``"threads"``."""
         return self._engine_name
+
+
+# asyncio's own methods that Loop takes as they are (the "loop" rows).
+_borrowed.install(Loop)
