@@ -9,6 +9,7 @@ import warnings as _warnings
 
 from ._loop import Loop
 from ._core import Handle, TimerHandle
+from . import _borrowed
 
 __version__ = "0.1.0"
 __all__ = ("Loop", "Handle", "TimerHandle", "new_event_loop", "run")
@@ -33,11 +34,14 @@ def run(main, *, loop_factory=None, debug=None, **loop_kwargs):
         return runner.run(main)
 
 
-if _sys.version_info < (3, 16):
-    _BasePolicy = getattr(_asyncio.events, "BaseDefaultEventLoopPolicy", None) or getattr(
-        _asyncio.events, "_BaseDefaultEventLoopPolicy"
-    )
+# The policy base class: _BaseDefaultEventLoopPolicy from 3.14 on (the old
+# public name is deprecated there), BaseDefaultEventLoopPolicy before.  Where
+# neither exists, or policies are gone (3.16), there is no policy to offer,
+# and importing aioloop still works.
+_BasePolicy = (_borrowed.lookup("events", "_BaseDefaultEventLoopPolicy")
+               if _sys.version_info < (3, 16) else None)
 
+if _BasePolicy is not None:
     class EventLoopPolicy(_BasePolicy):
         """Event loop policy whose loops are aioloop loops.
 

@@ -1,8 +1,10 @@
 """The private asyncio names aioloop borrows (aioloop/_borrowed.py): each
-exists on the running Python, and the sources use no other."""
+exists on the running Python, the sources use no other, and the policy base
+class is found under 3.14's name or not at all without breaking the import."""
 import asyncio
 import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -62,3 +64,39 @@ def test_sources_borrow_nothing_outside_the_table():
                 used.add(f"{m.group(1)}.{m.group(2)}")
     assert used, "the scan found nothing: the pattern is stale"
     assert sorted(used - rows) == []
+
+
+def _import_with(setup):
+    code = ("import asyncio.events as e, warnings, sys\n" + setup +
+            "\nimport aioloop\n"
+            "base = getattr(aioloop, 'EventLoopPolicy', None)\n"
+            "print(None if base is None else base.__mro__[1].__name__)\n")
+    p = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="simulates 3.14 on an older Python")
+def test_policy_base_under_its_3_14_name_without_the_deprecated_alias():
+    """3.14 names the class _BaseDefaultEventLoopPolicy and serves the old
+    name, if at all, through a module __getattr__ with a warning: aioloop
+    takes the new name and never asks for the old one."""
+    setup = ("e._BaseDefaultEventLoopPolicy = e.BaseDefaultEventLoopPolicy\n"
+             "del e.BaseDefaultEventLoopPolicy\n"
+             "def __getattr__(name):\n"
+             "    if name == 'BaseDefaultEventLoopPolicy':\n"
+             "        warnings.warn('deprecated', DeprecationWarning)\n"
+             "        return e._BaseDefaultEventLoopPolicy\n"
+             "    raise AttributeError(name)\n"
+             "e.__getattr__ = __getattr__\n")
+    assert _import_with(setup) == "BaseDefaultEventLoopPolicy"   # the class, by its own name
+
+
+def test_import_without_any_policy_base():
+    """Neither name (a Python that removed policies): the import works, and
+    there is no EventLoopPolicy/install() to offer."""
+    setup = ("for n in ('BaseDefaultEventLoopPolicy', '_BaseDefaultEventLoopPolicy'):\n"
+             "    e.__dict__.pop(n, None)\n")
+    assert _import_with(setup) == "None"
