@@ -1,8 +1,19 @@
 """Rarely-hot helpers the C core calls: reprs, debug-mode tracebacks and
 messages, written once in Python so they match asyncio's exactly."""
+import inspect
 import sys
 from asyncio import base_events, coroutines, format_helpers
 from asyncio.log import logger
+
+from . import _borrowed
+
+# 3.13 gave _format_callback_source a keyword-only `debug`: a callback's
+# arguments are shown in debug mode only (they may hold secrets).  Earlier
+# versions always show them and take no such argument.
+_FORMAT_TAKES_DEBUG = "debug" in inspect.signature(
+    format_helpers._format_callback_source).parameters
+# 3.14 deprecates the public iscoroutinefunction; asyncio calls the private one.
+_iscoroutinefunction = _borrowed.lookup("coroutines", "_iscoroutinefunction")
 
 
 def extract_stack():
@@ -12,6 +23,9 @@ def extract_stack():
 
 
 def _format_callback(handle):
+    if _FORMAT_TAKES_DEBUG:
+        return format_helpers._format_callback_source(
+            handle._callback, handle._args, debug=handle._loop.get_debug())
     return format_helpers._format_callback_source(handle._callback, handle._args)
 
 
@@ -36,7 +50,7 @@ def handle_repr(handle):
 def is_coroutine_callback(callback):
     # asyncio's BaseEventLoop._check_callback, for the callables the C core
     # does not recognise by itself (debug mode only).
-    return coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback)
+    return coroutines.iscoroutine(callback) or _iscoroutinefunction(callback)
 
 
 def log_slow_callback(handle, dt):

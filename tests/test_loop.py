@@ -570,6 +570,32 @@ def test_debug_handles_carry_source_traceback(any_loop):
     h.cancel()
 
 
+def _callback_part(text):
+    # "<Handle f(1, 'two') at file:line created at file:line>" -> "f(1, 'two') at file:line"
+    return text.split(" ", 1)[1].split(" created at ")[0].rstrip(">")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_handle_repr_and_error_message_show_arguments_as_asyncio(any_loop, debug):
+    """Callback arguments in a handle's repr and in the "Exception in
+    callback" message: asyncio 3.13 shows them in debug mode only
+    (format_helpers gained a debug parameter); earlier versions always."""
+    def boom(*args):
+        raise ZeroDivisionError
+
+    any_loop.set_debug(debug)
+    theirs = asyncio.Handle(boom, (1, "two"), any_loop)
+    ours = any_loop.call_soon(boom, 1, "two")
+    assert _callback_part(repr(ours)) == _callback_part(repr(theirs))
+    if debug or sys.version_info < (3, 13):
+        assert "boom(1, 'two')" in repr(ours)
+    seen = []
+    any_loop.set_exception_handler(lambda lp, ctx: seen.append(ctx["message"]))
+    theirs._run()
+    any_loop.run_until_complete(asyncio.sleep(0))
+    assert len(seen) == 2 and seen[0] == seen[1]
+
+
 def test_debug_non_threadsafe_call_from_other_thread(any_loop):
     any_loop.set_debug(True)
     errors = []
