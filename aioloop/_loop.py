@@ -431,7 +431,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         transp = unix_events._UnixSubprocessTransport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize,
             waiter=waiter, extra=extra, **kwargs)
-        self._children.watch(transp.get_pid(), transp)
+        try:
+            self._children.watch(transp.get_pid(), transp)
+        except BaseException:
+            transp.close()      # kills the child: nothing would report its exit
+            raise
         try:
             await waiter
         except (SystemExit, KeyboardInterrupt):

@@ -241,6 +241,26 @@ def test_kill_reaping_an_exited_child_keeps_its_status(engine, watch_path, caplo
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_watch_failure_kills_the_child_and_raises(engine, monkeypatch):
+    spawned = []
+
+    def broken(self, pid, transport):
+        spawned.append(pid)
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(aioloop._child.ChildWatcher, "watch", broken)
+
+    async def main(loop):
+        with pytest.raises(RuntimeError, match="new thread"):
+            await asyncio.create_subprocess_exec("sleep", "30")
+        return True
+
+    assert _run(engine, main)
+    _, status = os.waitpid(spawned[0], 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_close_with_a_running_child_releases_the_pidfd(engine):
     if not HAVE_PIDFD:
         pytest.skip("pidfd_open is not available here")
