@@ -588,9 +588,16 @@ static int drain_completions(LoopObject *L, int deliver)
 
 /* ---- the run loop ---- */
 
+/* 0 when the engine is there; else -1 with an exception set (a closed loop,
+ * or a Loop whose __init__ never ran or failed). */
 static int engine_ensure(LoopObject *L)
 {
-    return L->engine_ready ? 0 : -1;
+    if (L->engine_ready)
+        return 0;
+    if (aio_loop_check_closed(L) < 0)
+        return -1;
+    PyErr_SetString(PyExc_RuntimeError, "the loop was not initialized (Loop.__init__ failed)");
+    return -1;
 }
 
 /* Waits for completions, a wake or readiness (the engine's backend decides
@@ -726,7 +733,7 @@ static PyObject *loop_py_run_once(LoopObject *L, PyObject *Py_UNUSED(ignored))
  * (running loop, async generator hooks) around it. */
 static PyObject *loop_run(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
-    if (aio_loop_check_closed(L) < 0)
+    if (engine_ensure(L) < 0)
         return NULL;
     if (L->running) {
         PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");

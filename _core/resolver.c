@@ -53,12 +53,14 @@ static void pyreq_free(pyreq *r)
 
 static int submit(LoopObject *L, pyreq *r)
 {
-    int rc = aio_engine_submit(L->engine, &r->req);
-    if (rc < 0) {
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (L->engine == NULL) {
+        if (aio_loop_check_closed(L) == 0)
+            PyErr_SetString(PyExc_RuntimeError, "the loop was not initialized");
         return -1;
     }
+    int rc = aio_engine_submit(L->engine, &r->req);
+    if (rc < 0)
+        return aio_set_errno_error(-rc);
     inflight_add(L, r);
     return 0;
 }

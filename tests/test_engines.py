@@ -215,3 +215,13 @@ def test_stats_count_what_the_engine_did(engine):
     loop.close()
     assert loop.stats() == {}
     assert loop.engine == engine      # still says what it ran on
+
+
+def test_a_core_loop_without_init_refuses_to_run():
+    # Bad use gets an exception, never a crash (issue 11: no path returns -1
+    # without one).
+    core = aioloop._core.Loop.__new__(aioloop._core.Loop)
+    with pytest.raises(RuntimeError):
+        core._run()
+    with pytest.raises(RuntimeError):
+        core._run_once()
