@@ -1214,9 +1214,19 @@ static PyObject *tr_set_protocol(TransportObject *t, PyObject *const *args, size
     Py_RETURN_NONE;
 }
 
+/* What is queued and not yet taken by the kernel, as asyncio reports it:
+ * the part of the WRITE in flight that the engine has already sent does not
+ * count, even before its completion is dispatched (on io_uring the send
+ * completes when the loop enters the ring, at the start of the next
+ * iteration; on the threads engine when the completion thread gets to it). */
 static PyObject *tr_get_write_buffer_size(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSize_t(t->buffer_size);
+    size_t n = t->buffer_size;
+    if (t->wreq != NULL) {
+        size_t sent = aio_write_progress(t->wreq);
+        n = sent < n ? n - sent : 0;
+    }
+    return PyLong_FromSize_t(n);
 }
 
 /* A mark that passed asyncio's check (>= 0) as the size_t that

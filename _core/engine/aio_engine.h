@@ -80,7 +80,8 @@ typedef struct aio_req {
             struct aio_stream *s;
             struct iovec *iov;       /* advanced in place as bytes go out */
             int iovcnt, iovpos;
-            size_t sent;
+            _Atomic size_t sent;     /* bytes gone out; the loop may read it
+                                        while the engine sends (aio_write_progress) */
             struct msghdr msg;       /* uring: the sendmsg in the ring */
         } wr;
         struct {                     /* READ: lives in a backend buffer, data after it */
@@ -225,6 +226,9 @@ int aio_stream_release(aio_engine *e, aio_stream *s, int n);
 void aio_stream_pause(aio_stream *s);
 /* Returns 0 or -errno (a REARM could not be submitted). */
 int aio_stream_resume(aio_engine *e, aio_stream *s);
+/* Bytes of a WRITE in flight that the kernel has taken so far (any thread
+ * may be sending it: a relaxed atomic read). */
+size_t aio_write_progress(const aio_req *r);
 /* A read completion held for long (reading paused) copied into memory of its
  * own, so that a backend buffer it holds goes back at once; NULL when there
  * is nothing to detach or memory is short. */

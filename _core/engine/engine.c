@@ -166,7 +166,7 @@ aio_qnode *aio_engine_flush(aio_engine *e)
         if (r->op == AIO_OP_STREAM_READ && r->result > 0)
             e->bytes_in += (uint64_t)r->result;
         else if (r->op == AIO_OP_STREAM_WRITE)
-            e->bytes_out += r->u.wr.sent;
+            e->bytes_out += atomic_load_explicit(&r->u.wr.sent, memory_order_relaxed);
         n++;
     }
     if (n) {
@@ -344,7 +344,9 @@ int aio_stream_resume(aio_engine *e, aio_stream *s)
 
 void aio__iov_advance(aio_req *r, size_t n)
 {
-    r->u.wr.sent += n;
+    /* One writer at a time (the engine); the loop reads it for
+     * get_write_buffer_size(): relaxed is enough, it is a count. */
+    atomic_fetch_add_explicit(&r->u.wr.sent, n, memory_order_relaxed);
     while (n > 0 && r->u.wr.iovpos < r->u.wr.iovcnt) {
         struct iovec *v = &r->u.wr.iov[r->u.wr.iovpos];
         if (n >= v->iov_len) {
@@ -359,6 +361,11 @@ void aio__iov_advance(aio_req *r, size_t n)
     }
     while (r->u.wr.iovpos < r->u.wr.iovcnt && r->u.wr.iov[r->u.wr.iovpos].iov_len == 0)
         r->u.wr.iovpos++;
+}
+
+size_t aio_write_progress(const aio_req *r)
+{
+    return atomic_load_explicit(&r->u.wr.sent, memory_order_relaxed);
 }
 
 aio_req *aio_read_detach(aio_req *r)

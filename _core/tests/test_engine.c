@@ -472,7 +472,7 @@ static int test_engine_stream_echo(void)
                     /* A write was still parked: resubmit after it. */
                     r->result = 0;
                     r->u.wr.iovpos = 0;
-                    r->u.wr.sent = 0;
+                    atomic_store(&r->u.wr.sent, 0);
                     CHECK(aio_stream_write(e, s, r) == 0);
                 } else {
                     writes_out--;
