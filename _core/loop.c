@@ -607,6 +607,10 @@ static int loop_poll(LoopObject *L, int timeout_ms)
     struct epoll_event events[64];
     int n;
     if (timeout_ms != 0) {
+        /* Announced while the GIL is held: call_soon_threadsafe needs the
+         * GIL to queue its handle, so it then finds the loop asleep and
+         * wakes it (announcing after releasing the GIL lost such wakeups). */
+        aio_engine_sleep_begin(L->engine);
         Py_BEGIN_ALLOW_THREADS
         n = aio_engine_wait(L->engine, timeout_ms, L->nfds_watched > 0, events, 64);
         Py_END_ALLOW_THREADS

@@ -159,6 +159,13 @@ void aio_engine_wake(aio_engine *e);
 /* 1 when the backend has work for aio_engine_wait even with a zero timeout
  * (submissions to enter, completions in a ring, readiness seen last time). */
 int aio_engine_poll_pending(aio_engine *e);
+/* Announces that the loop thread is about to sleep in aio_engine_wait with
+ * a nonzero timeout.  Call it after the loop's last look at its own queues
+ * and while still holding what producers of those queues must take (the
+ * GIL, for call_soon_threadsafe's ready queue): a producer that publishes
+ * afterwards sees the loop asleep and writes the eventfd, so no wakeup is
+ * lost.  aio_engine_wait with a nonzero timeout requires it first. */
+void aio_engine_sleep_begin(aio_engine *e);
 /* The loop thread's wait: up to timeout_ms (-1: forever, 0: not at all) for
  * completions, a wake, or readiness on watch_fd (looked at when `watching`).
  * Ready events of watch_fd (other than the engine's own, data 0) land in

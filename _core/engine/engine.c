@@ -186,6 +186,11 @@ int aio_engine_poll_pending(aio_engine *e)
     return e->backend->poll_pending(e);
 }
 
+void aio_engine_sleep_begin(aio_engine *e)
+{
+    aio_wakeup_sleep_begin(&e->cq_wake);
+}
+
 int aio_engine_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_event *events,
                     int maxevents)
 {

@@ -60,10 +60,10 @@ static int th_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_eve
 {
     (void)watching;   /* the loop's epoll is where this backend sleeps anyway */
     aio_wakeup *w = &e->cq_wake;
-    aio_wakeup_sleep_begin(w);
-    /* Re-check after announcing the sleep: completions pushed before this
-     * point are seen here, later ones will write the eventfd. */
-    if (!aio_mpsc_empty(&e->cq))
+    /* The loop announced the sleep (aio_engine_sleep_begin) before a
+     * nonzero timeout; re-check after it: completions pushed before that
+     * point are seen here, later ones write the eventfd. */
+    if (timeout_ms != 0 && !aio_mpsc_empty(&e->cq))
         timeout_ms = 0;
     int n = epoll_wait(e->watch_fd, events, maxevents, timeout_ms);
     int err = errno;

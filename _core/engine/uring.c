@@ -47,9 +47,11 @@ static int ur_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_eve
     int rc, n = 0;
     if (timeout_ms == 0 || u->epoll_hot) {
         rc = ring_enter(e, 0, 0);
+        if (timeout_ms != 0)
+            (void)aio_wakeup_sleep_end(&e->cq_wake);   /* announced, not slept */
     } else {
-        aio_wakeup_sleep_begin(&e->cq_wake);
-        /* Re-check after announcing the sleep (see the threads backend). */
+        /* The loop announced the sleep (aio_engine_sleep_begin); re-check
+         * after it (see the threads backend). */
         if (!aio_mpsc_empty(&e->cq))
             timeout_ms = 0;
         rc = ring_enter(e, timeout_ms, watching);

@@ -251,6 +251,8 @@ static aio_engine_stats stats_of(aio_engine *e)
 static aio_qnode *wait_flush(aio_engine *e, int timeout_ms)
 {
     struct epoll_event ev[8];
+    if (timeout_ms != 0)
+        aio_engine_sleep_begin(e);
     int n = aio_engine_wait(e, timeout_ms, 0, ev, 8);
     CHECK(n >= 0 || n == -EINTR);
     return aio_engine_flush(e);

@@ -127,7 +127,14 @@ def main():
     sys.stdout.flush()
     loop.run_forever()
     server.close()
-    loop.run_until_complete(server.wait_closed())
+    try:
+        # wait_closed() waits for every connection to be lost: one that never
+        # is (a connection the loop stopped reading) shows up here.
+        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), 20))
+    except asyncio.TimeoutError:
+        sys.stderr.write(f"server: connections never lost: made={stats.made} "
+                         f"lost={stats.lost} stats={loop.stats() if hasattr(loop, 'stats') else {}}\n")
+        sys.exit(3)
     loop.close()
 
 

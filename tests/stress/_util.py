@@ -4,6 +4,7 @@ import json
 import os
 import select
 import subprocess
+import tempfile
 import sys
 
 import pytest
@@ -67,8 +68,10 @@ class Server:
         if nofile:
             cmd += ["--nofile", str(nofile)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + sys.path))
+        # stderr to a file: a pipe nobody reads could fill and block the server.
+        self._err = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=self._err, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("PORT "):
             self.proc.kill()
@@ -97,6 +100,16 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self):
+        """Asks the server to shut down; its exit status (0: every
+        connection was lost and the loop closed).  Its stderr is printed."""
+        rc = self._stop()
+        self._err.seek(0)
+        err = self._err.read()
+        if err:
+            print(err[-3000:])
+        return rc
+
+    def _stop(self):
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write("quit\n")
