@@ -121,6 +121,19 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* callback(None, OSError(err)): the loop reports it and retries later.
+ * 0, or -1 when the callback raised. */
+static int report_error(ListenerObject *l, int err)
+{
+    PyObject *exc = aio_oserror(err);
+    PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL) : NULL;
+    Py_XDECREF(exc);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 static int listener_completion(PyObject *owner, aio_req *r, int deliver)
 {
     ListenerObject *l = (ListenerObject *)owner;
@@ -135,15 +148,8 @@ static int listener_completion(PyObject *owner, aio_req *r, int deliver)
         return 0;
     }
     if (r->op != AIO_OP_STREAM_ACCEPT) {   /* START */
-        if (r->result < 0 && deliver && !l->closing) {
-            PyObject *exc = aio_oserror(-r->result);
-            PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
-                                : NULL;
-            Py_XDECREF(exc);
-            if (res == NULL)
-                rc = -1;
-            Py_XDECREF(res);
-        }
+        if (r->result < 0 && deliver && !l->closing)
+            rc = report_error(l, -r->result);
         aio_req_free(r);
         return rc;
     }
@@ -155,13 +161,7 @@ static int listener_completion(PyObject *owner, aio_req *r, int deliver)
         /* Out of descriptors or buffers: stop accepting until the server
          * resumes us (after a delay, as asyncio does). */
         aio_stream_pause(l->stream);
-        PyObject *exc = aio_oserror(-fd);
-        PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL)
-                            : NULL;
-        Py_XDECREF(exc);
-        if (res == NULL)
-            rc = -1;
-        Py_XDECREF(res);
+        rc = report_error(l, -fd);
     } else {
         PyObject *fdo = PyLong_FromLong(fd);
         PyObject *addr = fdo ? aio_sockaddr_to_py((struct sockaddr *)&r->u.acc.addr,
@@ -239,10 +239,8 @@ PyType_Spec aio_listener_spec = {
 
 int aio_listener_completion(PyObject *owner, aio_req *r, int deliver)
 {
-    ListenerObject *l = (ListenerObject *)owner;
-    if (!deliver || l->context == NULL)
-        return listener_completion(owner, r, deliver);
-    return aio_in_context(l->context, listener_completion, owner, r, deliver);
+    return aio_in_context(((ListenerObject *)owner)->context, listener_completion, owner, r,
+                          deliver);
 }
 
 /* The engine stopped: drop the stream without calling Python code. */

@@ -56,12 +56,15 @@ int aio_streams_traverse(LoopObject *L, visitproc visit, void *arg)
 }
 
 /* Runs fn(owner, r, deliver) inside ctx, as asyncio runs a handle's
- * callback in its context.  If ctx is entered already (a nested dispatch
- * cannot happen, but a user may have entered it), fn runs in the current
- * context rather than failing the completion. */
+ * callback in its context; directly when nothing is delivered (the loop
+ * closes) or there is no context.  If ctx is entered already (a nested
+ * dispatch cannot happen, but a user may have entered it), fn runs in the
+ * current context rather than failing the completion. */
 int aio_in_context(PyObject *ctx, int (*fn)(PyObject *, aio_req *, int), PyObject *owner,
                    aio_req *r, int deliver)
 {
+    if (!deliver || ctx == NULL)
+        return fn(owner, r, deliver);
     /* The completion may drop the last reference to its owner (a CLOSE
      * frees the stream), and with it the context: hold both until the
      * context is exited. */

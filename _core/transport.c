@@ -992,14 +992,21 @@ static PyObject *tr_is_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 /* ---- completions ---- */
 
 
-static int tr_close_completed(TransportObject *t, int deliver)
+/* The engine let go of the stream: the placeholder that kept its descriptor
+ * number taken (hand_off_socket) can go. */
+static void release_held_fd(TransportObject *t)
 {
-    aio_stream *s = t->stream;
-    t->stream = NULL;
     if (t->held_fd >= 0) {
         close(t->held_fd);
         t->held_fd = -1;
     }
+}
+
+static int tr_close_completed(TransportObject *t, int deliver)
+{
+    aio_stream *s = t->stream;
+    t->stream = NULL;
+    release_held_fd(t);
     stash_free(t->stash_first);
     t->stash_first = t->stash_last = NULL;
     if (deliver)
@@ -1621,20 +1628,15 @@ static int stream_completion(PyObject *owner, aio_req *r, int deliver)
 
 int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)
 {
-    TransportObject *t = (TransportObject *)owner;
-    if (!deliver || t->context == NULL)
-        return stream_completion(owner, r, deliver);
-    return aio_in_context(t->context, stream_completion, owner, r, deliver);
+    return aio_in_context(((TransportObject *)owner)->context, stream_completion, owner, r,
+                          deliver);
 }
 
 /* The engine stopped: drop the stream without calling Python code. */
 void aio_transport_engine_gone(PyObject *owner)
 {
     TransportObject *t = (TransportObject *)owner;
-    if (t->held_fd >= 0) {
-        close(t->held_fd);
-        t->held_fd = -1;
-    }
+    release_held_fd(t);
     /* A write parked in the engine is freed with the stream. */
     if (t->wreq != NULL) {
         t->wreq = NULL;

@@ -35,85 +35,6 @@
  *     refuses new stream operations. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
-
-/* The loop thread's wait: one io_uring_enter submits what the iteration
- * queued and sleeps; the loop's epoll descriptor is watched from inside the
- * ring and read without blocking when it fired (or fired last time:
- * readiness is level-triggered and the ring only sees new wakeups). */
-static int ur_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_event *events,
-                   int maxevents)
-{
-    struct aio_uring *u = U(e);
-    int rc, n = 0;
-    if (timeout_ms == 0 || u->epoll_hot) {
-        rc = ring_enter(e, 0, 0);
-        if (timeout_ms != 0)
-            (void)aio_wakeup_sleep_end(&e->cq_wake);   /* announced, not slept */
-    } else {
-        /* The loop announced the sleep (aio_engine_sleep_begin); re-check
-         * after it (see the threads backend). */
-        if (!aio_mpsc_empty(&e->cq))
-            timeout_ms = 0;
-        rc = ring_enter(e, timeout_ms, watching);
-        /* The ring's read of the eventfd consumed the counter. */
-        (void)aio_wakeup_sleep_end(&e->cq_wake);
-    }
-    if (rc > 0 || u->epoll_hot) {
-        n = epoll_wait(e->watch_fd, events, maxevents, 0);
-        u->epoll_hot = n > 0;
-    }
-    if (rc < 0)
-        return rc;
-    return n > 0 ? n : 0;
-}
-
-static void ur_stream_init(aio_engine *e, aio_stream *s)
-{
-    (void)e;
-    (void)s;   /* calloc'd: nothing armed, nothing in the ring */
-}
-
-static void ur_stream_fini(aio_engine *e, aio_stream *s)
-{
-    (void)e;
-    free(s->b.u.acc);
-    free(s->b.u.close);
-}
-
-int aio__uring_probe(void)
-{
-    struct io_uring ring;
-    int rc = io_uring_queue_init(2, &ring, 0);
-    if (rc < 0)
-        return rc;
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
-    int ok = probe != NULL && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
-             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
-             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
-             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
-             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
-    if (probe != NULL)
-        io_uring_free_probe(probe);
-    io_uring_queue_exit(&ring);
-    return ok ? 0 : -EOPNOTSUPP;
-}
-
-const aio_backend aio__backend_uring = {
-    .name = "uring",
-    .setup = ur_setup,
-    .stream_init = ur_stream_init,
-    .stream_control = ur_stream_control,
-    .stream_write = ur_stream_write,
-    .stream_kick = ur_stream_kick,
-    .stream_fini = ur_stream_fini,
-    .poll_pending = ur_poll_pending,
-    .wait = ur_wait,
-    .reap = ur_reap,
-    .stop = ur_stop,
-    .destroy = ur_destroy,
-    .stats = ur_stats,
-};
-
 #endif
 #include "engine_internal.h"
 
@@ -696,6 +617,21 @@ static void ur_stats(aio_engine *e, aio_engine_stats *out)
     out->buffers_in_use = u->outstanding;
 }
 
+/* 0 when the ring offers every operation the streams use, else
+ * -EOPNOTSUPP (the kernel is too old: the threads backend then). */
+static int ops_supported(struct io_uring *ring)
+{
+    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    int ok = probe != NULL && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
+             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
+             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
+             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
+             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
+    if (probe != NULL)
+        io_uring_free_probe(probe);
+    return ok ? 0 : -EOPNOTSUPP;
+}
+
 static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
 {
     unsigned nbufs = cfg->ring_buffers ? cfg->ring_buffers : 256;
@@ -767,21 +703,8 @@ static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
         buf_add(u, i);
     /* Probe the operations the streams use: a kernel without one falls
      * back to the threads backend as a whole. */
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
-    if (probe == NULL) {
-        rc = -EOPNOTSUPP;
+    if ((rc = ops_supported(&u->ring)) < 0)
         goto fail;
-    }
-    int ok = io_uring_opcode_supported(probe, IORING_OP_RECV) &&
-             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
-             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
-             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
-             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
-    io_uring_free_probe(probe);
-    if (!ok) {
-        rc = -EOPNOTSUPP;
-        goto fail;
-    }
     e->backend_data = u;
     return 0;
 fail:
@@ -851,9 +774,11 @@ static int ur_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_eve
     int rc, n = 0;
     if (timeout_ms == 0 || u->epoll_hot) {
         rc = ring_enter(e, 0, 0);
+        if (timeout_ms != 0)
+            (void)aio_wakeup_sleep_end(&e->cq_wake);   /* announced, not slept */
     } else {
-        aio_wakeup_sleep_begin(&e->cq_wake);
-        /* Re-check after announcing the sleep (see the threads backend). */
+        /* The loop announced the sleep (aio_engine_sleep_begin); re-check
+         * after it (see the threads backend). */
         if (!aio_mpsc_empty(&e->cq))
             timeout_ms = 0;
         rc = ring_enter(e, timeout_ms, watching);
@@ -888,16 +813,9 @@ int aio__uring_probe(void)
     int rc = io_uring_queue_init(2, &ring, 0);
     if (rc < 0)
         return rc;
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
-    int ok = probe != NULL && io_uring_opcode_supported(probe, IORING_OP_RECV) &&
-             io_uring_opcode_supported(probe, IORING_OP_SENDMSG) &&
-             io_uring_opcode_supported(probe, IORING_OP_ACCEPT) &&
-             io_uring_opcode_supported(probe, IORING_OP_ASYNC_CANCEL) &&
-             io_uring_opcode_supported(probe, IORING_OP_POLL_ADD);
-    if (probe != NULL)
-        io_uring_free_probe(probe);
+    rc = ops_supported(&ring);
     io_uring_queue_exit(&ring);
-    return ok ? 0 : -EOPNOTSUPP;
+    return rc;
 }
 
 const aio_backend aio__backend_uring = {
