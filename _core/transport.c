@@ -846,6 +846,86 @@ static int deliver_eof(TransportObject *t)
     return 0;
 }
 
+/* A direct read (rd.ready): the socket is read here, straight into the
+ * bytes object given to data_received() or into the buffer get_buffer()
+ * returned -- one copy, where a read through an engine buffer makes two.
+ * Sized by the bytes queued in the socket, at most asyncio's 256 KiB. */
+#define DIRECT_MAX (256 * 1024)
+#define DIRECT_GUESS (64 * 1024)
+
+static int deliver_read_result(TransportObject *t, long n)
+{
+    if (n == 0)
+        return deliver_eof(t);
+    if (n == -EAGAIN)
+        return 0;
+    PyObject *exc = oserror_from_errno((int)-n);
+    if (exc == NULL)
+        return -1;
+    fatal_error(t, exc, "Fatal read error on socket transport");
+    Py_DECREF(exc);
+    return 0;
+}
+
+static int read_direct(TransportObject *t)
+{
+    aio_engine *e = t->loop->engine;
+    aio_stream *s = t->stream;
+    size_t avail = aio_stream_pending_bytes(s);
+    size_t want = avail == 0 ? DIRECT_GUESS : avail > DIRECT_MAX ? DIRECT_MAX : avail;
+    if (!t->buffered) {
+        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
+        if (b == NULL) {
+            (void)aio_stream_recv_now(e, s, NULL, 0);
+            return -1;
+        }
+        long n = aio_stream_recv_now(e, s, PyBytes_AS_STRING(b), want);
+        if (n <= 0) {
+            Py_DECREF(b);
+            return deliver_read_result(t, n);
+        }
+        if ((size_t)n < want && _PyBytes_Resize(&b, (Py_ssize_t)n) < 0)
+            return -1;
+        PyObject *res = PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_data_received, b);
+        Py_DECREF(b);
+        if (res == NULL)
+            return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
+        Py_DECREF(res);
+        return 0;
+    }
+    PyObject *hint = PyLong_FromSsize_t(avail ? (Py_ssize_t)avail : -1);
+    PyObject *buf = hint ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer, hint)
+                         : NULL;
+    Py_XDECREF(hint);
+    Py_buffer view;
+    if (buf == NULL || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        Py_XDECREF(buf);
+        (void)aio_stream_recv_now(e, s, NULL, 0);
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    Py_DECREF(buf);
+    if (view.len == 0) {
+        PyBuffer_Release(&view);
+        (void)aio_stream_recv_now(e, s, NULL, 0);
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    /* The export is held across the recv, so the buffer cannot be resized
+     * under it. */
+    long n = aio_stream_recv_now(e, s, view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    if (n <= 0)
+        return deliver_read_result(t, n);
+    PyObject *nb = PyLong_FromLong(n);
+    PyObject *res = nb ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_buffer_updated, nb)
+                       : NULL;
+    Py_XDECREF(nb);
+    if (res == NULL)
+        return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
+    Py_DECREF(res);
+    return 0;
+}
+
 /* Reads held while reading is paused never keep a backend's scarce read
  * buffer: the other streams may need it to make progress. */
 static aio_req *stash_own(aio_req *r)
@@ -886,7 +966,12 @@ static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int 
         return 0;
     }
     int rc = 0;
-    if (deliver && !t->closing && t->protocol != NULL) {
+    if (r->u.rd.ready) {
+        /* Not read while closing: the stream arms no further read then
+         * (asyncio stops reading at close() too). */
+        if (deliver && !t->closing && t->protocol != NULL && t->stream != NULL)
+            rc = read_direct(t);
+    } else if (deliver && !t->closing && t->protocol != NULL) {
         if (r->result > 0) {
             size_t consumed;
             rc = deliver_data(t, r, &consumed);

@@ -132,6 +132,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 ring_buffers = _env_int("AIOLOOP_RING_BUFFERS")
             if ring_buffers:
                 kw["ring_buffers"] = ring_buffers
+            buffer_size = _env_int("AIOLOOP_BUFFER_SIZE")
+            if buffer_size:
+                kw["buffer_size"] = buffer_size
             # The C core validates the name and decides "auto" once per
             # process (a cached probe), falling back to the threads engine
             # where a ring is refused.

@@ -92,6 +92,12 @@ typedef struct aio_req {
             void *buf_owner;         /* the backend's: its pool or ring */
             unsigned bid;            /* the backend's: a buffer id */
             int scarce;              /* 1: from a fixed set (see aio_read_detach) */
+            /* 1: no data, the socket is readable: the loop reads it itself
+             * (aio_stream_recv_now) straight into the object it hands the
+             * protocol.  The backend sends these for streams whose reads
+             * are large, where a copy through a backend buffer costs more
+             * than the syscall (io_uring; see aio_stream_recv_now). */
+            int ready;
             char *data;
             size_t cap;
         } rd;
@@ -228,6 +234,15 @@ int aio_stream_control(aio_engine *e, aio_stream *s, int op);
 /* One non-blocking send from the loop thread, for a write with nothing
  * queued.  Returns bytes sent (maybe 0) or -errno (never -EAGAIN). */
 long aio_stream_send_now(aio_engine *e, aio_stream *s, const struct iovec *iov, int iovcnt);
+/* After a READ completion with rd.ready: one non-blocking recv() on the
+ * loop thread into buf.  Returns the bytes read, 0 at EOF, -EAGAIN when
+ * there was nothing after all, or -errno; the engine arms the stream's
+ * next read when the completion is released.  len 0 reads nothing (the loop
+ * could not take the data now): call it so for every rd.ready completion
+ * that is not read. */
+long aio_stream_recv_now(aio_engine *e, aio_stream *s, void *buf, size_t len);
+/* Bytes waiting in the socket's receive queue (FIONREAD); 0 when unknown. */
+size_t aio_stream_pending_bytes(const aio_stream *s);
 /* The loop consumed n completions of the stream. Returns 0 or -errno. */
 int aio_stream_release(aio_engine *e, aio_stream *s, int n);
 void aio_stream_pause(aio_stream *s);

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 int aio_default_threads(void)
@@ -328,6 +330,36 @@ long aio_stream_send_now(aio_engine *e, aio_stream *s, const struct iovec *iov, 
         return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
     e->bytes_out += (uint64_t)n;
     return (long)n;
+}
+
+long aio_stream_recv_now(aio_engine *e, aio_stream *s, void *buf, size_t len)
+{
+    if (len == 0) {   /* the loop reads nothing this time */
+        if (e->backend->recv_done != NULL)
+            e->backend->recv_done(e, s, -EAGAIN);
+        return -EAGAIN;
+    }
+    ssize_t n;
+    do {
+        n = recv(s->fd, buf, len, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    long res = n >= 0 ? (long)n : (errno == EWOULDBLOCK ? -EAGAIN : -errno);
+    s->last_recv = res;
+    if (res == 0 || (res < 0 && res != -EAGAIN))
+        s->done_reading = 1;
+    if (n > 0)
+        e->bytes_in += (uint64_t)n;
+    if (e->backend->recv_done != NULL)
+        e->backend->recv_done(e, s, res);
+    return res;
+}
+
+size_t aio_stream_pending_bytes(const aio_stream *s)
+{
+    int n = 0;
+    if (ioctl(s->fd, FIONREAD, &n) < 0 || n < 0)
+        return 0;
+    return (size_t)n;
 }
 
 int aio_stream_release(aio_engine *e, aio_stream *s, int n)

@@ -144,6 +144,11 @@ struct aio_uring_stream {
     aio_req *close;          /* CLOSE waiting for the in-flight operations */
     aio_req *acc;            /* the accept in the ring */
     struct aio_stream *next_starved, *prev_starved;
+    /* Direct reads (large ones): a poll instead of a recv is armed, and the
+     * loop reads the socket itself when it fires (rd.ready). */
+    int direct;              /* the next arm is a poll */
+    int polling;             /* the operation in the ring is that poll */
+    int ready_out;           /* a rd.ready completion awaits the loop's recv */
 };
 
 struct aio_stream {
@@ -157,6 +162,7 @@ struct aio_stream {
     /* The backend's (the worker's on threads, the loop thread's on uring). */
     int registered;          /* START done, CLOSE not yet */
     int done_reading;        /* EOF or error delivered */
+    long last_recv;          /* aio_stream_recv_now's last result */
     aio_req *wreq;           /* the write in flight */
     union {
         struct aio_threads_stream t;
@@ -177,6 +183,9 @@ typedef struct aio_backend {
     /* START, REARM or CLOSE; 0 or -errno (then the request is the caller's). */
     int (*stream_control)(aio_engine *e, aio_stream *s, aio_req *r);
     int (*stream_write)(aio_engine *e, aio_stream *s, aio_req *r);
+    /* aio_stream_recv_now read (res as it returns); NULL: never called,
+     * the backend sends no rd.ready completions. */
+    void (*recv_done)(aio_engine *e, aio_stream *s, long res);
     /* The loop made room (released credits, resumed): deliver again. */
     int (*stream_kick)(aio_engine *e, aio_stream *s);
     /* Frees what the backend holds for a stream being freed. */

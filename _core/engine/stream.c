@@ -100,6 +100,7 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
         r->op = AIO_OP_STREAM_READ;
         r->owner = NULL;
         r->u.rd.s = s;
+        r->u.rd.ready = 0;   /* pool memory is not zeroed */
         if (n < 0) {
             r->result = -errno;
             s->done_reading = 1;

@@ -56,6 +56,13 @@
 #define U(e) ((struct aio_uring *)(e)->backend_data)
 #define RING_ENTRIES 1024
 #define BGID 1
+#define RING_TARGET_MIN 8u
+#define RING_DECAY_READS 4096u
+/* The ring's hot working set: target x the average read stays near this
+ * (the L2 cache of the machines measured: 512 KiB to 2 MiB per core).  A
+ * stream that finds the ring dry is read from the loop thread into the next
+ * buffer that comes back (buf_return), the hottest there is. */
+#define RING_HOT_BYTES (512u * 1024u)
 
 /* user_data: a pointer with the operation in its low bits. */
 enum { TAG_WRITE = 0, TAG_RECV = 1, TAG_ACCEPT = 2, TAG_OTHER = 3 };
@@ -81,6 +88,21 @@ struct aio_uring {
     size_t stride, cap;
     unsigned nbufs;            /* provided buffers, a power of two */
     int64_t outstanding;       /* buffers held by read completions */
+    /* Most-recently-used first: the buffers neither held nor in the ring
+     * wait on a stack, and the ring holds only `target` of them, refilled
+     * from the top.  The kernel takes ring entries in order, so a ring of
+     * all nbufs buffers would hand every recv the buffer used longest ago:
+     * memory out of the caches (issue 12).  target adapts to the working
+     * set: it doubles when the ring ran dry while buffers waited on the
+     * stack (an ENOBUFS that a larger ring would have avoided) and decays
+     * by a quarter after RING_DECAY_READS reads without one.
+     * outstanding + in_ring + nfree == nbufs. */
+    unsigned *free_bids;
+    unsigned nfree, in_ring, target;
+    unsigned reads_since_dry;
+    size_t avg_read;           /* moving average of recv sizes, bytes */
+    size_t direct_min;         /* a recv this large switches its stream to
+                                  direct reads (0: never) */
     int dead;                  /* destroyed while buffers were outstanding */
     aio_engine *engine;
     /* Streams whose recv found no free buffer, oldest first.  Invariant: the
@@ -169,7 +191,7 @@ static int arm(aio_engine *e, aio_stream *s)
 {
     struct aio_uring *u = U(e);
     if (s->b.u.armed || s->b.u.close != NULL || s->done_reading || s->b.u.starved || !s->registered ||
-        !may_read(s) || !u->ring_ok || u->stopping)
+        s->b.u.ready_out || !may_read(s) || !u->ring_ok || u->stopping)
         return 0;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (sqe == NULL)
@@ -187,6 +209,10 @@ static int arm(aio_engine *e, aio_stream *s)
         io_uring_prep_accept(sqe, s->fd, (struct sockaddr *)&r->u.acc.addr, &r->u.acc.addrlen,
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
         io_uring_sqe_set_data64(sqe, UD(s, TAG_ACCEPT));
+    } else if (s->b.u.direct) {
+        io_uring_prep_poll_add(sqe, s->fd, POLLIN);
+        io_uring_sqe_set_data64(sqe, UD(s, TAG_RECV));
+        s->b.u.polling = 1;
     } else {
         io_uring_prep_recv(sqe, s->fd, NULL, u->cap, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -205,6 +231,26 @@ static void buf_add(struct aio_uring *u, unsigned bid)
     io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->stride + READ_HDR, (unsigned)u->cap,
                           (unsigned short)bid, io_uring_buf_ring_mask(u->nbufs), 0);
     io_uring_buf_ring_advance(u->br, 1);
+    u->in_ring++;
+}
+
+/* Tops the ring up to target from the top of the free stack (the buffers
+ * used last, still in the caches). */
+static void ring_refill(struct aio_uring *u)
+{
+    while (u->in_ring < u->target && u->nfree > 0)
+        buf_add(u, u->free_bids[--u->nfree]);
+}
+
+/* The ring ran dry while buffers waited on the stack: offer more at once. */
+static void ring_grow(struct aio_uring *u)
+{
+    u->reads_since_dry = 0;
+    size_t hot = RING_HOT_BYTES / (u->avg_read ? u->avg_read : 1);
+    unsigned limit = hot < RING_TARGET_MIN ? RING_TARGET_MIN : hot > u->nbufs ? u->nbufs : (unsigned)hot;
+    if (u->target < limit)
+        u->target = u->target * 2 < limit ? u->target * 2 : limit;
+    ring_refill(u);
 }
 
 static void free_buffers(struct aio_uring *u)
@@ -213,6 +259,7 @@ static void free_buffers(struct aio_uring *u)
         munmap(u->br, u->br_size);
     if (u->bufs != NULL)
         munmap(u->bufs, u->stride * u->nbufs);
+    free(u->free_bids);
     free(u);
 }
 
@@ -255,6 +302,7 @@ static aio_req *read_req_at(struct aio_uring *u, unsigned bid)
     r->u.rd.scarce = 1;
     r->u.rd.data = (char *)r + READ_HDR;
     r->u.rd.cap = u->cap;
+    r->u.rd.ready = 0;
     return r;
 }
 
@@ -302,7 +350,8 @@ static void buf_return(struct aio_uring *u, unsigned bid)
         (void)arm(e, s);
         return;
     }
-    buf_add(u, bid);
+    u->free_bids[u->nfree++] = bid;
+    ring_refill(u);
 }
 
 static void buf_put(struct aio_uring *u, aio_req *r)
@@ -331,24 +380,77 @@ static void maybe_close(aio_engine *e, aio_stream *s)
     }
 }
 
+/* The poll of a stream on direct reads fired: the loop reads the socket
+ * itself (straight into the bytes object or the protocol's buffer: one copy
+ * where a ring buffer costs two, and into memory the loop's allocator just
+ * handed back, in the caches).  No new operation is armed until that recv
+ * (aio_stream_recv_now) and the completion's release. */
+static void on_poll(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
+{
+    s->b.u.polling = 0;
+    if (s->b.u.close != NULL || cqe->res == -ECANCELED) {
+        maybe_close(e, s);
+        return;
+    }
+    aio_req *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        (void)arm(e, s);   /* try again: the data stays in the socket */
+        return;
+    }
+    r->op = AIO_OP_STREAM_READ;
+    r->u.rd.s = s;
+    r->u.rd.ready = 1;
+    s->b.u.ready_out = 1;
+    atomic_fetch_add(&s->unconsumed, 1);
+    complete(e, r);
+}
+
+/* Direct reads pay a syscall per read to save a copy: worth it for large
+ * reads only.  A stream goes back to ring reads when they turn small. */
+static void ur_recv_done(aio_engine *e, aio_stream *s, long res)
+{
+    struct aio_uring *u = U(e);
+    s->b.u.ready_out = 0;
+    if (u != NULL && res >= 0 && (size_t)res < u->direct_min / 4)
+        s->b.u.direct = 0;
+}
+
 static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
 {
     struct aio_uring *u = U(e);
     s->b.u.armed = 0;
     s->b.u.inflight--;
     U(e)->ops--;
+    if (s->b.u.polling) {
+        on_poll(e, s, cqe);
+        return;
+    }
     aio_req *r = NULL;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         r = read_req_at(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         u->outstanding++;
+        u->in_ring--;
+        if (cqe->res > 0) {
+            size_t n = (size_t)cqe->res;
+            u->avg_read = n > u->avg_read ? u->avg_read + (n - u->avg_read) / 8
+                                          : u->avg_read - (u->avg_read - n) / 8;
+        }
+        if (++u->reads_since_dry >= RING_DECAY_READS) {
+            u->reads_since_dry = 0;
+            if (u->target > RING_TARGET_MIN)
+                u->target -= (u->target - RING_TARGET_MIN + 3) / 4;
+        }
     }
     int res = cqe->res;
     if (res == -ENOBUFS && r == NULL && s->b.u.close == NULL) {
         u->n_enobufs++;
         if (u->outstanding < (int64_t)u->nbufs) {
             /* A buffer is in the ring (it came back since the recv was
-             * issued) or is about to be reaped with another completion:
-             * try again. */
+             * issued, or is about to be reaped with another completion) or
+             * waits on the stack: try again, with a larger ring when the
+             * stack had some. */
+            if (u->nfree > 0)
+                ring_grow(u);
             (void)arm(e, s);
             return;
         }
@@ -381,6 +483,8 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
             return;
         }
     }
+    if (u->direct_min != 0 && res > 0 && (size_t)res >= u->direct_min)
+        s->b.u.direct = 1;
     deliver_read(e, s, r, res);
     (void)arm(e, s);
 }
@@ -678,6 +782,10 @@ static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
         goto fail;
     }
     u->cap = cfg->bufsize;
+    /* AIOLOOP_DIRECT_MIN (a measurement knob, see docs/benchmarks.md):
+     * the read size that switches a stream to direct reads, 0 = never. */
+    const char *dm = getenv("AIOLOOP_DIRECT_MIN");
+    u->direct_min = dm != NULL && *dm != '\0' ? (size_t)strtoul(dm, NULL, 10) : 32 * 1024;
     u->stride = (READ_HDR + u->cap + 63u) & ~(size_t)63u;
     u->bufs = mmap(NULL, u->stride * u->nbufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     u->br_size = u->nbufs * sizeof(struct io_uring_buf);
@@ -690,6 +798,11 @@ static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
         rc = -ENOMEM;
         goto fail;
     }
+    u->free_bids = malloc(u->nbufs * sizeof *u->free_bids);
+    if (u->free_bids == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     io_uring_buf_ring_init(u->br);
     struct io_uring_buf_reg reg;
     memset(&reg, 0, sizeof reg);
@@ -699,8 +812,11 @@ static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
     rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
     if (rc < 0)
         goto fail;
+    /* Buffer 0 on top of the stack. */
     for (unsigned i = 0; i < u->nbufs; i++)
-        buf_add(u, i);
+        u->free_bids[u->nfree++] = u->nbufs - 1 - i;
+    u->target = u->nbufs < RING_TARGET_MIN ? u->nbufs : RING_TARGET_MIN;
+    ring_refill(u);
     /* Probe the operations the streams use: a kernel without one falls
      * back to the threads backend as a whole. */
     if ((rc = ops_supported(&u->ring)) < 0)
@@ -824,6 +940,7 @@ const aio_backend aio__backend_uring = {
     .stream_init = ur_stream_init,
     .stream_control = ur_stream_control,
     .stream_write = ur_stream_write,
+    .recv_done = ur_recv_done,
     .stream_kick = ur_stream_kick,
     .stream_fini = ur_stream_fini,
     .poll_pending = ur_poll_pending,
