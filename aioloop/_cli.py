@@ -301,7 +301,8 @@ def serve_parser():
     p.add_argument("--shutdown-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, how long requests in flight may take "
                         "to finish (default: 30)")
-    p.add_argument("--backlog", type=int, default=128, help="listen backlog (default: 128)")
+    p.add_argument("--backlog", type=int, default=2048,
+                   help="listen backlog (default: 2048, as gunicorn's and uvicorn's)")
     # Internal, set by the supervisor for its workers.
     p.add_argument("--worker-ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-listen-fd", type=int, default=None, help=argparse.SUPPRESS)
