@@ -843,7 +843,7 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", "inline_writes",
                              "engine", "ring_buffers", NULL};
     int threads = 0, resolver = 0, inline_writes = 0, ring_buffers = 256;
-    Py_ssize_t bufsize = 65536;
+    Py_ssize_t bufsize = 0;   /* the engine's default */
     const char *engine = "auto";
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinpsi:Loop", kwlist, &threads, &resolver,
                                      &bufsize, &inline_writes, &engine, &ring_buffers))
@@ -857,7 +857,7 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "Loop is already initialized");
         return -1;
     }
-    if (threads < 0 || resolver < 0 || bufsize < 1024 || bufsize > (1 << 24)) {
+    if (threads < 0 || resolver < 0 || (bufsize != 0 && bufsize < 1024) || bufsize > (1 << 24)) {
         PyErr_SetString(PyExc_ValueError, "threads and resolver_threads must be >= 0 and "
                                           "buffer_size between 1024 and 16 MiB");
         return -1;

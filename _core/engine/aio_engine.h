@@ -128,7 +128,9 @@ typedef struct aio_engine_config {
     const char *backend;     /* "auto", "threads" or "uring" */
     int threads;             /* completion threads (threads backend); 0: default */
     int resolver_threads;    /* threads for getaddrinfo/getnameinfo; 0: default */
-    size_t bufsize;          /* bytes per read buffer */
+    size_t bufsize;          /* bytes per read buffer; 0: the backend's default
+                                (threads: 256 KiB, one read per asyncio-sized
+                                chunk; io_uring: 64 KiB, large reads go direct) */
     unsigned ring_buffers;   /* uring provided buffers, a power of two */
     int watch_fd;            /* the loop's epoll descriptor, waited on with the engine */
 } aio_engine_config;

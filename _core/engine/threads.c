@@ -20,7 +20,7 @@ int aio__threads_unpark(aio_engine *e, aio_stream *s);
 static int th_setup(aio_engine *e, const aio_engine_config *cfg)
 {
     int n = cfg->threads > 0 ? cfg->threads : aio_default_threads();
-    int rc = aio_pool_init(&e->pool, cfg->bufsize);
+    int rc = aio_pool_init(&e->pool, cfg->bufsize ? cfg->bufsize : 256 * 1024);
     if (rc < 0)
         return rc;
     rc = aio__workers_init(e, &e->io, n, 0);

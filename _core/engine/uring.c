@@ -781,7 +781,7 @@ static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
         rc = -EOPNOTSUPP;
         goto fail;
     }
-    u->cap = cfg->bufsize;
+    u->cap = cfg->bufsize ? cfg->bufsize : 64 * 1024;
     /* AIOLOOP_DIRECT_MIN (a measurement knob, see docs/benchmarks.md):
      * the read size that switches a stream to direct reads, 0 = never. */
     const char *dm = getenv("AIOLOOP_DIRECT_MIN");
