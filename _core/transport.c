@@ -208,6 +208,22 @@ static int fill_sockname(TransportObject *t)
     return rc;
 }
 
+/* extra["socket"]: asyncio's TransportSocket over t->sock, made on first
+ * use.  Returns 0, or -1 with an exception set. */
+static int fill_socket_info(TransportObject *t)
+{
+    PyObject *mod = PyImport_ImportModule("asyncio.trsock");
+    if (mod == NULL)
+        return -1;
+    PyObject *ts = PyObject_CallMethod(mod, "TransportSocket", "O", t->sock);
+    Py_DECREF(mod);
+    if (ts == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(t->extra_slot, "socket", ts);
+    Py_DECREF(ts);
+    return rc;
+}
+
 static void close_socket(TransportObject *t);
 
 /* Closes the socket object once connection_lost ran and CLOSE is back. */
@@ -1149,9 +1165,13 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
     if (t->stream != NULL && t->sock != NULL) {
         /* CLOSE is not back yet, so the descriptor number must stay taken;
          * shut the connection down now so the peer sees it closed at once,
-         * whether or not the loop runs again. */
+         * whether or not the loop runs again.  A socket object only the
+         * transport references (an accepted connection nobody asked for)
+         * cannot be seen open by anyone: it is closed when CLOSE is back,
+         * without the placeholder's two syscalls. */
         shutdown(t->fd, SHUT_RDWR);
-        hand_off_socket(t);
+        if (Py_REFCNT(t->sock) > 1)
+            hand_off_socket(t);
     }
     maybe_close_socket(t);
     if (server != NULL && server != Py_None) {
@@ -1258,8 +1278,19 @@ static PyObject *tr_get_extra_info(TransportObject *t, PyObject *args, PyObject 
             return Py_NewRef(v);
         if (PyErr_Occurred())
             return NULL;
-        /* "sockname" of an accepted connection is looked up on first use
-         * and kept (most servers never ask: one tuple less per connection). */
+        /* "sockname" and "socket" of an accepted connection are made on
+         * first use and kept (most servers never ask: a tuple and an
+         * object less per connection). */
+        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "socket") == 0 &&
+            t->sock != NULL) {
+            if (fill_socket_info(t) < 0)
+                return NULL;
+            v = PyDict_GetItemWithError(t->extra_slot, name);
+            if (v != NULL)
+                return Py_NewRef(v);
+            if (PyErr_Occurred())
+                return NULL;
+        }
         if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "sockname") == 0 &&
             t->sock != NULL) {
             if (fill_sockname(t) < 0)

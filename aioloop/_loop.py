@@ -275,13 +275,15 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                                extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         extra = {} if extra is None else dict(extra)
-        extra["socket"] = trsock.TransportSocket(sock)
         if server is None:
+            extra["socket"] = trsock.TransportSocket(sock)
             try:
                 extra["sockname"] = sock.getsockname()
             except OSError:
                 extra["sockname"] = None
-        # else: the transport looks "sockname" up on first use.
+        # else: the transport makes "socket" and "sockname" on first use (a
+        # server's connection usually never asks; and a socket object only
+        # the transport holds is closed without a placeholder).
         if "peername" not in extra:
             try:
                 extra["peername"] = sock.getpeername()
