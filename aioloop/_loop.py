@@ -272,8 +272,14 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     # -- stream transports and servers ----------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None):
-        self._ensure_fd_no_transport(sock)
+                               extra=None, server=None, _nodelay=None):
+        # _nodelay: the accept path's answer, decided once per listener
+        # (None: look at the socket, as asyncio's _set_nodelay does).
+        if _nodelay is None:
+            self._ensure_fd_no_transport(sock)
+            base_events._set_nodelay(sock)
+        elif _nodelay:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         extra = {} if extra is None else dict(extra)
         if server is None:
             extra["socket"] = trsock.TransportSocket(sock)
@@ -289,7 +295,6 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 extra["peername"] = sock.getpeername()
             except OSError:
                 extra["peername"] = None
-        base_events._set_nodelay(sock)
         # Looked up before the transport exists: a protocol without it fails
         # here with asyncio's AttributeError, and no stream is left started.
         connection_made = protocol.connection_made
@@ -327,15 +332,21 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         # back as a completion and becomes a transport here.
         listener = self._listeners.get(sock)
         if listener is None:
+            # What each accepted socket is, decided once: socket.socket's
+            # family/type properties convert to enums on every read.
+            family, type_, proto = int(sock.family), int(sock.type), sock.proto
+            nodelay = (family in (socket.AF_INET, socket.AF_INET6) and
+                       type_ == socket.SOCK_STREAM and proto == socket.IPPROTO_TCP)
             on_accept = functools.partial(
                 self._on_accept, protocol_factory, sock, sslcontext, server,
-                ssl_handshake_timeout, ssl_shutdown_timeout)
+                ssl_handshake_timeout, ssl_shutdown_timeout,
+                (family, type_ | socket.SOCK_NONBLOCK, proto, nodelay))
             listener = _core.Listener(self, sock.fileno(), on_accept)
             self._listeners[sock] = listener
         listener.resume()
 
     def _on_accept(self, protocol_factory, sock, sslcontext, server,
-                   ssl_handshake_timeout, ssl_shutdown_timeout, fd, addr):
+                   ssl_handshake_timeout, ssl_shutdown_timeout, spec, fd, addr):
         if fd is None:
             exc = addr
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -360,8 +371,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                     constants.ACCEPT_RETRY_DELAY, self._resume_listener, sock)
             return
         try:
-            conn = socket.socket(sock.family, sock.type | socket.SOCK_NONBLOCK,
-                                 sock.proto, fileno=fd)
+            conn = socket.socket(spec[0], spec[1], spec[2], fd)
         except BaseException:
             os.close(fd)
             raise
@@ -376,7 +386,8 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         protocol = transport = None
         try:
             protocol = protocol_factory()
-            transport = self._make_socket_transport(conn, protocol, extra=extra, server=server)
+            transport = self._make_socket_transport(conn, protocol, extra=extra, server=server,
+                                                    _nodelay=spec[3])
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
