@@ -852,6 +852,30 @@ async def test_socket_passed_in_reads_closed_once_connection_lost_ran():
             assert tr.get_extra_info("sockname") is not None
 
 
+async def test_socket_passed_in_reads_closed_once_create_connection_is_cancelled():
+    # asyncio: create_connection(sock=s) cancelled once it has started (after
+    # one or more iterations) leaves s closed by the time the cancellation
+    # reaches the caller; cancelled before it ran, s is untouched (issue 13
+    # item 8, the cancel half).
+    loop = asyncio.get_running_loop()
+    server, port = await _server()
+    async with server:
+        for iterations in (0, 1, 2):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.setblocking(False)
+            task = asyncio.ensure_future(loop.create_connection(Recorder, sock=s))
+            for _ in range(iterations):
+                await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if iterations == 0:
+                assert s.fileno() != -1
+                s.close()
+            else:
+                assert s.fileno() == -1, iterations
+
+
 async def test_write_buffer_size_drops_once_the_kernel_took_the_bytes():
     # asyncio and uvloop report 0 at once after a write the socket can take
     # (they send inline); aioloop hands small writes to the engine, and the
