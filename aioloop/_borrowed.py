@@ -67,7 +67,7 @@ TABLE = (
     (UNIX, "_sock_sendfile_update_filepos", "loop"),
     (UNIX, "_sock_add_cancellation_callback", "loop"),
     # UDP, pipes and Unix sockets: asyncio's transports and servers.
-    (SELECTOR, "_make_datagram_transport", "loop"),
+    ("selector_events", "_SelectorDatagramTransport", "used"),   # a base class
     (UNIX, "_make_read_pipe_transport", "loop"),
     (UNIX, "_make_write_pipe_transport", "loop"),
     (UNIX, "create_unix_connection", "loop"),

@@ -101,6 +101,36 @@ class _SelectorView:
 
 
 
+class _DatagramTransport(selector_events._SelectorDatagramTransport):
+    """asyncio's datagram transport over aioloop's readiness API, reading up
+    to _READ_BATCH datagrams per readiness event, as libuv does, where
+    asyncio's reads one and goes back to the poller for the next.  Reading
+    stops as soon as the transport is closing or lost (a protocol may close
+    it from datagram_received), as asyncio's close() removes the reader."""
+
+    _READ_BATCH = 32
+
+    def _read_ready(self):
+        recvfrom = self._sock.recvfrom
+        protocol = self._protocol
+        for _ in range(self._READ_BATCH):
+            if self._conn_lost or self._closing:
+                return
+            try:
+                data, addr = recvfrom(self.max_size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal read error on datagram transport")
+                return
+            protocol.datagram_received(data, addr)
+
+
 class Loop(_core.Loop, base_events.BaseEventLoop):
     """An asyncio event loop whose I/O is done by background completion threads.
 
@@ -310,6 +340,9 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         if waiter is not None:
             self.call_soon(futures._set_result_unless_cancelled, waiter, None)
         return transport
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return _DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
                             server_side=False, server_hostname=None, extra=None,
