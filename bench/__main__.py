@@ -1,20 +1,26 @@
-"""aioloop's benchmarks: asyncio's loop, uvloop and aioloop (each engine and
-write mode) side by side in one run, interleaved rounds.
+"""aioloop's benchmarks: asyncio's loop, uvloop, rloop, aiofastnet and
+aioloop (each engine and write mode) side by side in one run, interleaved
+rounds.
 
-    python -m bench [--quick] [--rounds N] [--only overhead,echo,aiohttp,memory,callgrind]
+    python -m bench [--quick] [--rounds N] [--only PART,...] [--loops NAME,...]
                     [--docs] [--out DIR]
 
-Workloads: loop overhead (in this process), echo servers in four asyncio
-styles driven by a C load generator (with a plain C epoll server as the
-ceiling), aiohttp "hello world" under wrk, server memory per idle
-connection and after many short connections, and (full run, or asked for)
-callgrind instruction counts of the loop-overhead workloads.
+Parts: overhead (loop overhead, in this process), echo (TCP echo servers in
+four asyncio styles driven by a C load generator, a plain C epoll server as
+the ceiling), short (short connections: connect, one echo, close), udp
+(datagram echo), pywork (the Protocol echo doing K µs of pure-Python work
+per request), aiohttp ("hello world" under wrk), memory (per idle
+connection and after many short connections) and, in the full run or when
+asked for, callgrind (instruction counts of the loop-overhead workloads).
 
 Each round runs every loop once per configuration, the order of the loops
 rotating between rounds, so machine noise hits all alike; results are
-medians over rounds and ratios are medians of per-round ratios to uvloop
-(to asyncio when uvloop is absent).  Writes OUT/results.json, OUT/report.md
-and PNG plots; --docs also writes them into docs/benchmarks.md.
+medians over rounds and ratios are medians of per-round ratios, both to
+uvloop (to asyncio when uvloop is absent) and to the best peer of that
+workload (the fastest loop that is not aioloop's).  --quick runs the
+network parts on uvloop, rloop, aiofastnet-uvloop and aioloop's two engines
+only.  Writes OUT/results.json, OUT/report.md and PNG plots; --docs also
+writes them into docs/benchmarks.md and docs/bench-results-full.json.
 """
 import argparse
 import datetime
@@ -22,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -30,6 +37,11 @@ from bench import net, overhead, report
 
 SIZES = {"1KiB": 1024, "16KiB": 16 * 1024, "100KiB": 100 * 1024}
 KINDS = ("protocol", "buffered", "streams", "sock")
+UDP_SIZES = {"64B": 64, "1KiB": 1024}
+UDP_SOCKS, UDP_INFLIGHT = 50, 1     # more in flight overflows the server's
+                                    # receive buffer at 1 KiB (datagrams lost)
+SHORT_CONNS, SHORT_SIZE = 50, 1024
+WORK_US = (0, 10, 50)
 
 
 def rotate(names, r):
@@ -42,9 +54,12 @@ def progress(msg):
 
 
 def median_ratio(rows, base, key, invert=False):
-    """Median over rounds of value/base-value (base/value when invert)."""
+    """Median over rounds of value/base-value (base/value when invert);
+    rounds where either side has no result are left out."""
     ratios = []
     for row, brow in zip(rows, base):
+        if not row or not brow:
+            continue
         a, b = row[key], brow[key]
         if a and b:
             ratios.append(b / a if invert else a / b)
@@ -52,19 +67,65 @@ def median_ratio(rows, base, key, invert=False):
 
 
 def summarize(per_loop, base_name):
-    """per_loop: {loop: [round dicts]} -> {loop: medians + ratios}."""
+    """per_loop: {loop: [round dict, or a string saying why that round has
+    no result]} -> ({loop: medians + ratios}, best peer's name or None).
+
+    Ratios are to base_name (ratio_rps, ratio_cpu) and to the best peer,
+    the loop other than aioloop's with the highest median rate
+    (best_rps, best_cpu).  CPU ratios are "how many times less CPU than"."""
     out = {}
-    base = per_loop.get(base_name)
     for name, rows in per_loop.items():
-        s = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "errors"}
-        s["errors"] = sum(r.get("errors", 0) for r in rows)
-        s["rounds"] = len(rows)
-        if base and name != net.C_EPOLL:
-            s["ratio_rps"] = median_ratio(rows, base, "rps")
-            # CPU ratio as "how many times less CPU than the baseline".
-            s["ratio_cpu"] = median_ratio(rows, base, "cpu_us", invert=True)
+        ok = [r for r in rows if isinstance(r, dict)]
+        if not ok:
+            out[name] = {"skipped": next((r for r in rows if isinstance(r, str)), "no result")}
+            continue
+        s = {k: statistics.median(r[k] for r in ok) for k in ok[0]
+             if k not in ("errors", "lost")}
+        for k in ("errors", "lost"):
+            if k in ok[0]:
+                s[k] = sum(r.get(k, 0) for r in ok)
+        s["rounds"] = len(ok)
         out[name] = s
-    return out
+    peers = [n for n in out if loops_mod.is_peer(n) and "rps" in out[n]]
+    best = max(peers, key=lambda n: out[n]["rps"]) if peers else None
+    for name, s in out.items():
+        if "rps" not in s or name == net.C_EPOLL:
+            continue
+        for prefix, ref in (("ratio", base_name), ("best", best)):
+            if ref in per_loop and ref != name:
+                s[prefix + "_rps"] = median_ratio(per_loop[name], per_loop[ref], "rps")
+                s[prefix + "_cpu"] = median_ratio(per_loop[name], per_loop[ref], "cpu_us", invert=True)
+    return out, best
+
+
+def measure(fn, *args):
+    """One run; a string saying why when the loop cannot run it (a peer
+    lacking an API, a server that did not come up), so one cell is skipped
+    rather than the whole bench failing."""
+    try:
+        return fn(*args)
+    except (RuntimeError, OSError, ValueError) as e:
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        progress(f"    {args[0]}: skipped ({msg})")
+        return msg
+
+
+def run_matrix(configs, servers, run, base, rounds, label):
+    """Runs run(loop, *config) for every config, `rounds` interleaved rounds
+    of every server; {key: {**meta, "loops": summary, "best_peer": name}}."""
+    results = {}
+    for i, (key, meta, args) in enumerate(configs, 1):
+        srvs = servers(meta)
+        per = {name: [] for name in srvs}
+        for r in range(rounds):
+            for name in rotate(srvs, r):
+                per[name].append(measure(run, name, *args))
+        summary, best = summarize(per, base)
+        results[key] = dict(meta, loops=summary, best_peer=best)
+        progress(f"  {label} [{i}/{len(configs)}] {key:<22} " + "  ".join(
+            f"{nm} {sm['rps']:,.0f}/s {sm['cpu_us']:.1f}us" if "rps" in sm else f"{nm} skipped"
+            for nm, sm in summary.items()))
+    return results
 
 
 def run_overhead(names, base, rounds, scale):
@@ -94,22 +155,35 @@ def echo_configs(quick):
     return [(k, s, c) for k in KINDS for s in SIZES for c in (10, 50, 200)]
 
 
-def run_echo(names, base, rounds, seconds, quick, match=None):
-    results = {}
-    configs = [c for c in echo_configs(quick) if not match or match in f"{c[0]} {c[1]} x{c[2]}"]
-    for i, (kind, size, conns) in enumerate(configs, 1):
-        servers = list(names) + ([net.C_EPOLL] if kind == "protocol" else [])
-        per = {name: [] for name in servers}
-        for r in range(rounds):
-            for name in rotate(servers, r):
-                per[name].append(net.echo(name, kind, SIZES[size], conns, seconds))
-        key = f"{kind} {size} x{conns}"
-        results[key] = {"kind": kind, "size": size, "conns": conns,
-                        "loops": summarize(per, base)}
-        progress(f"  echo [{i}/{len(configs)}] {key:<22} " + "  ".join(
-            f"{nm} {results[key]['loops'][nm]['rps']:,.0f}/s "
-            f"{results[key]['loops'][nm]['cpu_us']:.1f}us" for nm in servers))
-    return results
+def run_echo(names, base, rounds, seconds, quick, match=None, warmup=0.5):
+    configs = [(f"{k} {sz} x{c}", {"kind": k, "size": sz, "conns": c},
+                (k, SIZES[sz], c, seconds, warmup))
+               for k, sz, c in echo_configs(quick) if not match or match in f"{k} {sz} x{c}"]
+    return run_matrix(configs, lambda m: list(names) + ([net.C_EPOLL] if m["kind"] == "protocol" else []),
+                      net.echo, base, rounds, "echo")
+
+
+def run_short(names, base, rounds, seconds, warmup=0.5):
+    key = f"{SHORT_SIZE // 1024}KiB x{SHORT_CONNS}"
+    configs = [(key, {"conns": SHORT_CONNS, "size": SHORT_SIZE},
+                (SHORT_CONNS, SHORT_SIZE, seconds, warmup))]
+    return run_matrix(configs, lambda m: list(names) + [net.C_EPOLL], net.short_conns,
+                      base, rounds, "short")
+
+
+def run_udp(names, base, rounds, seconds, warmup=0.5):
+    configs = [(f"{sz} x{UDP_SOCKS}", {"size": sz, "socks": UDP_SOCKS, "inflight": UDP_INFLIGHT},
+                (UDP_SOCKS, UDP_INFLIGHT, n, seconds, warmup)) for sz, n in UDP_SIZES.items()]
+    return run_matrix(configs, lambda m: list(names), net.udp, base, rounds, "udp")
+
+
+def _echo_work(loop, work_us, seconds, warmup):
+    return net.echo(loop, "protocol", 1024, 50, seconds, warmup, work_us=work_us)
+
+
+def run_pywork(names, base, rounds, seconds, warmup=0.5):
+    configs = [(f"{k} us", {"work_us": k}, (k, seconds, warmup)) for k in WORK_US]
+    return run_matrix(configs, lambda m: list(names), _echo_work, base, rounds, "pywork")
 
 
 def run_aiohttp(names, base, rounds, seconds):
@@ -119,21 +193,19 @@ def run_aiohttp(names, base, rounds, seconds):
     if not net.have_aiohttp():
         progress("  aiohttp: skipped, aiohttp is not installed (`pip install aiohttp`)")
         return {"skipped": "aiohttp is not installed (pip install aiohttp)"}
-    per = {name: [] for name in names}
-    for r in range(rounds):
-        for name in rotate(names, r):
-            per[name].append(net.aiohttp_run(name, 50, seconds))
-    res = summarize(per, base)
-    progress("  aiohttp " + "  ".join(f"{nm} {res[nm]['rps']:,.0f}/s {res[nm]['cpu_us']:.1f}us"
-                                      for nm in names))
-    return {"conns": 50, "loops": res}
+    res = run_matrix([("hello x50", {"conns": 50}, (50, seconds))], lambda m: list(names),
+                     net.aiohttp_run, base, rounds, "aiohttp")["hello x50"]
+    return res
 
 
 def run_memory(names, idle_conns, short_total):
     res = {"idle_conns": idle_conns, "short_total": short_total, "loops": {}}
     for name in names + [net.C_EPOLL]:
-        idle = net.memory_idle(name, idle_conns)
-        short = net.memory_short(name, short_total)
+        idle = measure(net.memory_idle, name, idle_conns)
+        short = measure(net.memory_short, name, short_total) if isinstance(idle, dict) else idle
+        if not isinstance(short, dict):
+            res["loops"][name] = {"skipped": short}
+            continue
         res["loops"][name] = {"idle": idle, "short": short}
         progress(f"  memory {name:<15} {idle['bytes_per_conn']:,.0f} B/idle conn; "
                  f"after {short_total:,} short conns RSS {short['first_kib']:,}->{short['last_kib']:,} KiB "
@@ -142,10 +214,11 @@ def run_memory(names, idle_conns, short_total):
 
 
 def versions():
+    """The machine and software a run measured (kept in every result file)."""
     import importlib.metadata as md
     v = {"python": platform.python_version(), "machine": platform.machine(),
          "kernel": platform.release(), "cpus": os.cpu_count()}
-    for pkg in ("aioloop", "uvloop", "aiohttp", "rsloop"):
+    for pkg in ("aioloop", "uvloop", "rloop", "aiofastnet", "aiohttp", "rsloop"):
         try:
             v[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -155,57 +228,111 @@ def versions():
             v["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    try:
+        import aioloop
+        loop = aioloop.new_event_loop()
+        v["aioloop_engine"] = loop.engine      # what new_event_loop() picks here
+        loop.close()
+        git = subprocess.run(["git", "-C", os.path.dirname(os.path.dirname(aioloop.__file__)),
+                              "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        if git.returncode == 0:
+            v["aioloop_commit"] = git.stdout.strip()
+    except (ImportError, OSError):
+        pass
     return v
+
+
+PARTS = ("overhead", "echo", "short", "udp", "pywork", "aiohttp", "memory", "callgrind")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a run of about two minutes")
+    ap.add_argument("--quick", action="store_true", help="a run of about three minutes")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per workload")
     ap.add_argument("--seconds", type=float, help="seconds per network run")
-    ap.add_argument("--only", help="comma-separated: overhead,echo,aiohttp,memory,callgrind")
-    ap.add_argument("--loops", help="comma-separated loop names (default: all installed)")
+    ap.add_argument("--only", help="comma-separated: " + ",".join(PARTS))
+    ap.add_argument("--loops", help="comma-separated loop names (default: all installed; "
+                    "--quick: " + ",".join(loops_mod.QUICK) + ")")
     ap.add_argument("--idle", type=int, help="idle connections for the memory test")
     ap.add_argument("--short", type=int, help="short connections for the memory test")
     ap.add_argument("--match", help="run only the echo workloads whose name contains this")
     ap.add_argument("--out", default=os.path.join("bench", "out"))
-    ap.add_argument("--docs", action="store_true", help="write the report into docs/benchmarks.md")
+    ap.add_argument("--docs", action="store_true",
+                    help="write the report into docs/benchmarks.md (and every round into "
+                         "docs/bench-results-full.json)")
     args = ap.parse_args()
 
-    names = args.loops.split(",") if args.loops else loops_mod.available()
-    base = "uvloop" if "uvloop" in names else "asyncio"
     for msg in loops_mod.missing_message():
         progress(msg)
-    default = {"overhead", "echo", "aiohttp", "memory"} | (set() if args.quick else {"callgrind"})
+    if args.loops:
+        names = args.loops.split(",")
+        for n in names:
+            loops_mod.factory(n)          # an unknown name fails here, not mid-run
+    else:
+        names = loops_mod.available()
+        if args.quick:
+            names = [n for n in names if n in loops_mod.QUICK] or names
+    base = "uvloop" if "uvloop" in names else "asyncio" if "asyncio" in names else names[0]
+    default = set(PARTS) - ({"callgrind"} if args.quick else set())
     parts = set(args.only.split(",")) if args.only else default
+    if parts - set(PARTS):
+        ap.error(f"unknown part(s) {', '.join(sorted(parts - set(PARTS)))}; parts: {', '.join(PARTS)}")
     quick = args.quick
     rounds = args.rounds or (1 if quick else 2)
-    seconds = args.seconds or (1.5 if quick else 2.0)
+    seconds = args.seconds or (1.0 if quick else 2.0)
+    warmup = 0.3 if quick else 0.5
     started = time.time()
     data = {"date": datetime.date.today().isoformat(), "versions": versions(),
+            "command": " ".join(["python -m bench"] + sys.argv[1:]),
             "quick": quick, "rounds": rounds, "seconds": seconds, "baseline": base,
             "loops": names}
-    progress(f"bench: {', '.join(names)}; {rounds} interleaved round(s); ratios to {base}")
-    if parts & {"echo", "memory"}:
+    progress(f"bench: {', '.join(names)}; {rounds} interleaved round(s); ratios to {base} "
+             "and to the best peer")
+    data["part_s"] = part_s = {}
+    mark = [time.time()]
+
+    def done(part):
+        now = time.time()
+        part_s[part] = round(now - mark[0], 1)
+        mark[0] = now
+    if parts - {"overhead", "callgrind"}:
         net.build_tools()
     if "overhead" in parts:
         progress("loop overhead")
         data["overhead"] = run_overhead(names, base, rounds=3 if quick else max(rounds, 5),
                                         scale=0.1 if quick else 0.5)
+        done("overhead")
     if "echo" in parts:
         progress("echo (C load generator, closed loop)")
-        data["echo"] = run_echo(names, base, rounds, seconds, quick, args.match)
+        data["echo"] = run_echo(names, base, rounds, seconds, quick, args.match, warmup)
+        done("echo")
+    if "short" in parts:
+        progress(f"short connections ({SHORT_CONNS} at a time: connect, {SHORT_SIZE} B echo, close)")
+        data["short"] = run_short(names, base, rounds, seconds, warmup)
+        done("short")
+    if "udp" in parts:
+        progress(f"udp echo ({UDP_SOCKS} sockets, {UDP_INFLIGHT} datagram(s) in flight each)")
+        data["udp"] = run_udp(names, base, rounds, seconds, warmup)
+        done("udp")
+    if "pywork" in parts:
+        progress("Python work per request (Protocol echo, 1 KiB, 50 connections)")
+        data["pywork"] = run_pywork(names, base, rounds, seconds, warmup)
+        done("pywork")
     if "aiohttp" in parts:
         progress("aiohttp hello world (wrk -t1 -c50)")
         data["aiohttp"] = run_aiohttp(names, base, rounds, seconds)
+        done("aiohttp")
     if "memory" in parts:
         idle, short = (2000, 20_000) if quick else (10_000, 1_000_000)
         idle, short = args.idle or idle, args.short or short
         progress(f"memory ({idle:,} idle connections; {short:,} short connections)")
         # Memory is per engine (the write mode changes nothing there); asyncio
-        # is left out of the long run to keep the full bench under an hour.
+        # and aiofastnet over it are left out of the long run to keep the
+        # full bench under an hour.
         data["memory"] = run_memory([n for n in names if n != "aioloop-inline" and
-                                     (quick or n != "asyncio")], idle, short)
+                                     (quick or n not in ("asyncio", "aiofastnet-asyncio"))],
+                                    idle, short)
+        done("memory")
     if "callgrind" in parts:
         from bench import callgrind
         progress("callgrind instruction counts (loop overhead)")
@@ -215,6 +342,7 @@ def main():
         # workloads exercise are the same on both.
         data["callgrind"] = callgrind.run(
             [n for n in names if n in ("uvloop", "aioloop-threads")], progress)
+        done("callgrind")
     data["wall_s"] = round(time.time() - started, 1)
 
     os.makedirs(args.out, exist_ok=True)
@@ -226,6 +354,8 @@ def main():
     print(md)
     if args.docs:
         report.write_docs(data, "docs")
+        with open(os.path.join("docs", "bench-results-full.json"), "w") as f:
+            json.dump(data, f, indent=1)
     progress(f"wrote {args.out}/results.json and report.md ({data['wall_s']:.0f} s)")
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -53,22 +54,34 @@ def rss_kib(pid):
 
 
 class Server:
-    """A server in a child process: ``with Server(loop, kind) as s: s.port``."""
+    """A server in a child process: ``with Server(loop, kind) as s: s.port``.
 
-    def __init__(self, loop, kind):
+    Once the server has printed "ready PORT" the port is probed until it
+    answers (a TCP connect accepted; for udp, a datagram echoed), at most
+    `ready_timeout` seconds: some loops (rloop) return from create_server
+    before the socket listens."""
+
+    def __init__(self, loop, kind, work_us=0, ready_timeout=5.0):
         if loop == C_EPOLL:
             cmd = [os.path.join(BIN, "echo_epoll"), "0"]
         else:
-            cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0"]
+            cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0", str(work_us)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (os.path.dirname(HERE), os.environ.get("PYTHONPATH")) if p))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline().split()
         if len(line) != 2 or line[0] != "ready":
             self.proc.kill()
+            self.proc.wait()
             raise RuntimeError(f"server {loop}/{kind} did not start")
         self.port = int(line[1])
         self.pid = self.proc.pid
+        try:
+            (_wait_udp if kind == "udp" else _wait_tcp)(self.port, ready_timeout)
+        except (OSError, TimeoutError) as e:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"server {loop}/{kind} printed ready but does not answer: {e}") from None
 
     def cpu(self):
         return thread_cpu(self.pid)
@@ -81,30 +94,95 @@ class Server:
         self.proc.wait()
 
 
+def _wait_tcp(port, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"port {port} refused connections for {timeout:g} s")
+            time.sleep(0.01)
+
+
+def _wait_udp(port, timeout):
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("127.0.0.1", port))
+        s.settimeout(0.05)
+        while True:
+            try:
+                s.send(b"probe")
+                if s.recv(64) == b"probe":
+                    return
+            except (socket.timeout, ConnectionRefusedError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no echo from udp port {port} in {timeout:g} s")
+
+
 def cpu_split(before, after, main_tid):
+    """(all threads, loop thread) CPU seconds between two thread_cpu() reads."""
     total = sum(after[t] - before.get(t, 0.0) for t in after)
     loop = after.get(main_tid, 0.0) - before.get(main_tid, 0.0)
     return total, loop
 
 
-def echo(loop, kind, size, conns, seconds, warmup=0.5):
+def _cpu_fields(before, after, pid, n):
+    """Server CPU µs per operation: all threads, the loop thread, the rest
+    (aioloop's completion threads, any helper thread of another loop)."""
+    total, loop_cpu = cpu_split(before, after, pid)
+    n = max(n, 1)
+    return {"cpu_us": total / n * 1e6, "loop_cpu_us": loop_cpu / n * 1e6,
+            "other_cpu_us": (total - loop_cpu) / n * 1e6}
+
+
+def _run_loadgen(srv, args, warmup):
+    """Runs the load generator against srv; (its JSON result, CPU before, after).
+    The CPU window (from the end of the warm-up until the load generator
+    exits) is close to the measured window; per-operation CPU uses it."""
+    gen = subprocess.Popen([os.path.join(BIN, "loadgen"), args[0], "127.0.0.1", str(srv.port)]
+                           + [str(a) for a in args[1:]], stdout=subprocess.PIPE, text=True)
+    time.sleep(warmup)
+    before = srv.cpu()
+    out, _ = gen.communicate()
+    after = srv.cpu()
+    try:
+        return json.loads(out), before, after
+    except ValueError:
+        raise RuntimeError(f"load generator {args[0]} failed (exit {gen.returncode}): {out!r}") from None
+
+
+def echo(loop, kind, size, conns, seconds, warmup=0.5, work_us=0):
     """One echo run: dict with rps, p50/p99 (µs), server CPU µs per request."""
-    with Server(loop, kind) as srv:
-        gen = subprocess.Popen([os.path.join(BIN, "loadgen"), "echo", "127.0.0.1", str(srv.port),
-                                str(conns), str(size), str(seconds), str(warmup)],
-                               stdout=subprocess.PIPE, text=True)
-        time.sleep(warmup)
-        before = srv.cpu()
-        out, _ = gen.communicate()
-        after = srv.cpu()
-    res = json.loads(out)
-    total, loop_cpu = cpu_split(before, after, srv.pid)
-    reqs = max(res["requests"], 1)
-    # The CPU window (from the end of the warm-up until the load generator
-    # exits) is close to the measured window; per-request CPU uses it.
+    with Server(loop, kind, work_us) as srv:
+        res, before, after = _run_loadgen(srv, ["echo", conns, size, seconds, warmup], warmup)
     return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
-            "cpu_us": total / reqs * 1e6, "loop_cpu_us": loop_cpu / reqs * 1e6,
-            "errors": res["errors"]}
+            **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"]}
+
+
+def short_conns(loop, conns, size, seconds, warmup=0.5):
+    """Short connections, `conns` at a time: connect, one `size`-byte echo,
+    close.  rps is connections/s; CPU is per connection."""
+    with Server(loop, "protocol") as srv:
+        res, before, after = _run_loadgen(srv, ["conn", conns, size, seconds, warmup], warmup)
+    return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
+            **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"]}
+
+
+def udp(loop, socks, inflight, size, seconds, warmup=0.5):
+    """Datagram echo: `socks` client sockets, `inflight` datagrams outstanding
+    on each.  rps is datagrams echoed per second; CPU is per datagram;
+    `lost` counts datagrams given up on (re-sent after a timeout)."""
+    if loop == C_EPOLL:
+        raise ValueError("the C epoll server is TCP only")
+    with Server(loop, "udp") as srv:
+        res, before, after = _run_loadgen(srv, ["udp", socks, inflight, size, seconds, warmup],
+                                          warmup)
+    return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
+            **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
+            "lost": res["lost"]}
 
 
 _WRK_LAT = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -135,9 +213,8 @@ def aiohttp_run(loop, conns, seconds):
     lat = {m[0]: float(m[1]) * _UNIT[m[2]] for m in _WRK_LAT.findall(out)}
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    total, loop_cpu = cpu_split(before, after, srv.pid)
     return {"rps": reqs / seconds, "p50_us": lat.get("50", 0.0), "p99_us": lat.get("99", 0.0),
-            "cpu_us": total / max(reqs, 1) * 1e6, "loop_cpu_us": loop_cpu / max(reqs, 1) * 1e6,
+            **_cpu_fields(before, after, srv.pid, reqs),
             "errors": (sum(map(int, errors.groups())) if errors else 0)
                       + (int(non2xx.group(1)) if non2xx else 0)}
 
@@ -171,7 +248,7 @@ def memory_short(loop, total, points=10, parallel=20):
         gen = subprocess.Popen([os.path.join(BIN, "loadgen"), "short", "127.0.0.1", str(srv.port),
                                 str(total), str(parallel), str(every)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        samples, errors = [], 0
+        samples, errors, done = [], 0, None
         t0 = time.perf_counter()
         for line in gen.stdout:
             parts = line.split()
@@ -182,11 +259,17 @@ def memory_short(loop, total, points=10, parallel=20):
                 gen.stdin.write("go\n")
                 gen.stdin.flush()
             elif parts[0] == "done":
+                done = parts
                 errors = int(parts[2])
                 break
         gen.stdin.close()
         gen.wait()
         dt = time.perf_counter() - t0
+    if done is None:
+        raise RuntimeError(f"short-connection load generator failed (exit {gen.returncode})")
+    if len(done) > 3 and done[3] == "1":
+        raise RuntimeError(f"no connection finished for 5 s after {int(done[1]):,} of {total:,}: "
+                           "the server stopped accepting or answering")
     first, last = samples[0][1], samples[-1][1]
     return {"samples": samples, "errors": errors, "conns_per_s": total / dt,
             "growth_kib": last - first, "first_kib": first, "last_kib": last}

@@ -43,13 +43,14 @@ def targets(data):
             r = ov[w]["loops"][AIO]["ratio"]
             rows.append((f"{w} vs {base}", _x(r), ">= 1.5x", r >= 1.5))
     key = "protocol 1KiB x50"
-    if key in echo and "c-epoll" in echo[key]["loops"]:
+    if key in echo and "cpu_us" in echo[key]["loops"].get("c-epoll", {}) \
+            and "cpu_us" in echo[key]["loops"].get(AIO, {}):
         mine = echo[key]["loops"][AIO]["cpu_us"]
         ceil = echo[key]["loops"]["c-epoll"]["cpu_us"]
         rows.append(("server CPU per echo request (1 KiB, 50 conns) vs the C epoll server",
                      f"{mine / ceil:.2f}x ({mine:.1f} vs {ceil:.1f} µs)", "<= 1.25x", mine / ceil <= 1.25))
     mem = data.get("memory", {}).get("loops", {})
-    if AIO in mem and base in mem:
+    if "idle" in mem.get(AIO, {}) and "idle" in mem.get(base, {}):
         a = mem[AIO]["idle"]["bytes_per_conn"]
         b = mem[base]["idle"]["bytes_per_conn"]
         rows.append((f"memory per idle connection vs {base}", f"{a:,.0f} vs {b:,.0f} B",
@@ -109,7 +110,7 @@ def _plot(data, img_dir):
         fig.savefig(os.path.join(img_dir, "overhead.png"), dpi=80)
         plt.close(fig)
         made.append("overhead.png")
-    ah = data.get("aiohttp", {}).get("loops")
+    ah = {n: s for n, s in data.get("aiohttp", {}).get("loops", {}).items() if "rps" in s}
     if ah:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3))
         names = list(ah)
@@ -123,7 +124,7 @@ def _plot(data, img_dir):
         fig.savefig(os.path.join(img_dir, "aiohttp.png"), dpi=80)
         plt.close(fig)
         made.append("aiohttp.png")
-    mem = data.get("memory", {}).get("loops")
+    mem = {n: s for n, s in data.get("memory", {}).get("loops", {}).items() if "idle" in s}
     if mem:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.2))
         names = list(mem)
@@ -142,21 +143,113 @@ def _plot(data, img_dir):
     return made
 
 
+def machine_rows(data):
+    """(what, value) rows naming the machine and software of a run."""
+    v = data["versions"]
+    rows = [("CPU", f"{v.get('cpu', '?')}, {v['cpus']} CPUs ({v.get('machine', '?')})"),
+            ("kernel", f"Linux {v['kernel']}"),
+            ("Python", v["python"])]
+    aio = v.get("aioloop", "?")
+    if "aioloop_commit" in v:
+        aio += f" (commit {v['aioloop_commit']})"
+    if "aioloop_engine" in v:
+        aio += f", default engine {v['aioloop_engine']}"
+    rows.append(("aioloop", aio))
+    rows += [(k, v[k]) for k in ("uvloop", "rloop", "aiofastnet", "aiohttp", "rsloop") if k in v]
+    return rows
+
+
+def _names(results):
+    names = []
+    for res in results.values():
+        for nm in res.get("loops", {}):
+            if nm not in names:
+                names.append(nm)
+    return names
+
+
+def _rate_tables(w, results, base, what, latency=False):
+    """Rate and CPU tables of a workload family ({key: {"loops", "best_peer"}})."""
+    names = _names(results)
+    head = "| workload | best peer | " + " | ".join(names) + " |"
+    rule = "|---|---|" + "---|" * len(names)
+    skipped = []
+
+    def cell(res, nm, fn):
+        sm = res["loops"].get(nm)
+        if sm is None:
+            return ""
+        if "skipped" in sm:
+            skipped.append(f"{nm}: {sm['skipped']}")
+            return "skipped"
+        return fn(sm)
+
+    def ratios(sm, kind):
+        if f"ratio_{kind}" not in sm and f"best_{kind}" not in sm:
+            return ""                  # the baseline when it is the best peer; c-epoll
+        return f"{_x(sm.get(f'ratio_{kind}'))} / {_x(sm.get(f'best_{kind}'))}"
+
+    w(f"{what}/s; under it the ratio to {base} / to the best peer (the fastest loop "
+      "that is not aioloop's in that row; — where the loop is that one or it has no result):")
+    w("")
+    w(head)
+    w(rule)
+    for key, res in results.items():
+        w(f"| {key} | {res.get('best_peer') or '—'} | " + " | ".join(
+            cell(res, nm, lambda sm: f"{sm['rps']:,.0f}"
+                 + (f"<br>{ratios(sm, 'rps')}" if ratios(sm, "rps") else ""))
+            for nm in names) + " |")
+    w("")
+    w(f"Server CPU µs per {what.split()[0].rstrip('s').lower()}: all threads = loop thread + "
+      "other threads (aioloop-threads' completion threads; any helper thread of another loop); "
+      f"under it how many times less CPU than {base} / than the best peer:")
+    w("")
+    w(head)
+    w(rule)
+    for key, res in results.items():
+        w(f"| {key} | {res.get('best_peer') or '—'} | " + " | ".join(
+            cell(res, nm, lambda sm: f"{sm['cpu_us']:.1f} = {sm['loop_cpu_us']:.1f} + "
+                 f"{sm.get('other_cpu_us', sm['cpu_us'] - sm['loop_cpu_us']):.1f}"
+                 + (f"<br>{ratios(sm, 'cpu')}" if ratios(sm, "cpu") else ""))
+            for nm in names) + " |")
+    w("")
+    if latency:
+        w("Latency, p50 / p99 in µs:")
+        w("")
+        w("| workload | " + " | ".join(names) + " |")
+        w("|---|" + "---|" * len(names))
+        for key, res in results.items():
+            w(f"| {key} | " + " | ".join(
+                f"{res['loops'][nm]['p50_us']:,.0f} / {res['loops'][nm]['p99_us']:,.0f}"
+                if "p50_us" in res["loops"].get(nm, {}) else "" for nm in names) + " |")
+        w("")
+    errs = {nm: sum(r["loops"].get(nm, {}).get("errors", 0) for r in results.values())
+            for nm in names}
+    w("Errors seen by the load generator: " + ", ".join(f"{nm} {e}" for nm, e in errs.items()) + ".")
+    if skipped:
+        w("Skipped: " + "; ".join(dict.fromkeys(skipped)) + ".")
+    w("")
+
+
 def markdown(data, img_dir, img_rel):
     v = data["versions"]
     base = data["baseline"]
     out = []
     w = out.append
-    w(f"Run of {data['date']}: `python -m bench{' --quick' if data['quick'] else ''}` "
+    cmd = data.get("command") or f"python -m bench{' --quick' if data['quick'] else ''}"
+    w(f"Run of {data['date']}: `{cmd}` "
       f"({data['rounds']} interleaved round(s), {data['seconds']:g} s per network run, "
-      f"{data.get('wall_s', 0) / 60:.0f} min in all).  Machine: {v.get('cpu', '?')}, "
-      f"{v['cpus']} CPUs, Linux {v['kernel']}; Python {v['python']}, "
-      + ", ".join(f"{k} {v[k]}" for k in ("aioloop", "uvloop", "aiohttp", "rsloop") if k in v) + ".")
+      f"{data.get('wall_s', 0) / 60:.0f} min in all), on:")
     w("")
-    w("On this 2-core machine the load generator and the server share the two cores, "
+    w("| machine | |")
+    w("|---|---|")
+    for k, val in machine_rows(data):
+        w(f"| {k} | {val} |")
+    w("")
+    w(f"With {v['cpus']} CPUs the load generator and the server share the machine's cores, "
       "so requests/s moves with whatever else runs; **server CPU per request is the steadier figure**. "
-      f"Ratios are medians of per-round ratios to {base} (for CPU: {base}'s CPU per request divided "
-      "by this loop's, so higher is better in both).")
+      f"Ratios are medians of per-round ratios to {base} and to the best peer (for CPU: their CPU "
+      "per request divided by this loop's, so higher is better in both).")
     w("")
     rows = targets(data)
     if rows:
@@ -171,58 +264,57 @@ def markdown(data, img_dir, img_rel):
     made = _plot(data, img_dir)
     echo = data.get("echo")
     if echo:
-        names = list(next(iter(echo.values()))["loops"])
         w("### Echo (C load generator, closed loop)")
         w("")
-        w("Each connection sends a message and waits for its whole echo before sending the next. "
-          "Cells: requests/s, ratio to " + base + ", server CPU µs per request (loop thread's share in brackets).")
+        w("Each connection sends a message and waits for its whole echo before sending the next.")
         w("")
-        w("| workload | " + " | ".join(names) + " |")
-        w("|---|" + "---|" * len(names))
-        for key, res in echo.items():
-            cells = []
-            for nm in names:
-                s = res["loops"].get(nm)
-                if not s:
-                    cells.append("")
-                    continue
-                ratio = "" if nm in (base, "c-epoll") else f" ({_x(s.get('ratio_rps'))})"
-                cells.append(f"{s['rps']:,.0f}{ratio}<br>{s['cpu_us']:.1f} µs ({s['loop_cpu_us']:.1f})")
-            w(f"| {key} | " + " | ".join(cells) + " |")
-        w("")
-        w("Latency, p50 / p99 in µs:")
-        w("")
-        w("| workload | " + " | ".join(names) + " |")
-        w("|---|" + "---|" * len(names))
-        for key, res in echo.items():
-            w(f"| {key} | " + " | ".join(
-                f"{res['loops'][nm]['p50_us']:,.0f} / {res['loops'][nm]['p99_us']:,.0f}"
-                if nm in res["loops"] else "" for nm in names) + " |")
-        w("")
-        errs = {nm: sum(r["loops"].get(nm, {}).get("errors", 0) for r in echo.values()) for nm in names}
-        w("Connection errors seen by the load generator: " +
-          ", ".join(f"{nm} {e}" for nm, e in errs.items()) + ".")
-        w("")
+        _rate_tables(w, echo, base, "Requests", latency=True)
         for img in ("echo_rps.png", "echo_cpu.png"):
             if img in made:
                 w(f"![{img}]({img_rel}/{img})")
         w("")
+    short = data.get("short")
+    if short:
+        w("### Short connections")
+        w("")
+        w("Each client connects, sends one message, waits for its echo and closes (with an RST, "
+          "so no TIME_WAIT piles up on the client), then connects again; the rate is connections/s "
+          "and the CPU is per connection (accept, the echo, the close).")
+        w("")
+        _rate_tables(w, short, base, "Connections", latency=True)
+    udp = data.get("udp")
+    if udp:
+        w("### UDP echo (`create_datagram_endpoint`)")
+        w("")
+        w("Client sockets each keep datagrams in flight, a new one sent for every echo back; a datagram "
+          "with no echo after 50 ms counts as lost and is sent again.")
+        w("")
+        _rate_tables(w, udp, base, "Datagrams", latency=True)
+        lost = {nm: sum(r["loops"].get(nm, {}).get("lost", 0) for r in udp.values())
+                for nm in _names(udp)}
+        w("Datagrams lost (all rounds): " + ", ".join(f"{nm} {n}" for nm, n in lost.items()) + ".")
+        w("")
+    pw = data.get("pywork")
+    if pw:
+        w("### Python work per request (Protocol echo, 1 KiB, 50 connections)")
+        w("")
+        w("`data_received` first spins a pure-Python loop for K µs (calibrated once when the "
+          "server starts), then echoes: how each loop fares when Python, not I/O, is the "
+          "bottleneck.  The loop thread's share of the CPU includes the K µs.")
+        w("")
+        _rate_tables(w, pw, base, "Requests")
     ah = data.get("aiohttp")
     if ah:
         w("### aiohttp hello world (wrk, 1 thread, 50 connections)")
         w("")
         if "skipped" in ah:
             w(f"Skipped: {ah['skipped']}.")
+            w("")
         else:
-            w("| loop | req/s | ratio | p50 / p99 µs | server CPU µs/req | loop thread µs/req | errors |")
-            w("|---|---|---|---|---|---|---|")
-            for nm, s in ah["loops"].items():
-                w(f"| {nm} | {s['rps']:,.0f} | {_x(s.get('ratio_rps'))} | {s['p50_us']:,.0f} / "
-                  f"{s['p99_us']:,.0f} | {s['cpu_us']:.1f} | {s['loop_cpu_us']:.1f} | {s['errors']} |")
+            _rate_tables(w, {"hello x50": ah}, base, "Requests", latency=True)
             if "aiohttp.png" in made:
-                w("")
                 w(f"![aiohttp]({img_rel}/aiohttp.png)")
-        w("")
+                w("")
     ov = data.get("overhead")
     if ov:
         names = data["loops"]
@@ -262,6 +354,9 @@ def markdown(data, img_dir, img_rel):
           f"{mem['short_total']:,} short connections | growth | conn/s | errors |")
         w("|---|---|---|---|---|---|")
         for nm, s in mem["loops"].items():
+            if "skipped" in s:
+                w(f"| {nm} | skipped: {s['skipped']} | | | | |")
+                continue
             sh = s["short"]
             w(f"| {nm} | {s['idle']['bytes_per_conn']:,.0f} | {sh['first_kib']:,} / {sh['last_kib']:,} KiB "
               f"| {sh['growth_kib']:+,} KiB | {sh['conns_per_s']:,.0f} | {sh['errors']} |")

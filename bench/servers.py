@@ -1,17 +1,47 @@
 """Echo and HTTP servers the network benchmarks drive, one per child process.
 
-    python -m bench.servers LOOP KIND [PORT]
+    python -m bench.servers LOOP KIND [PORT [WORK_US]]
 
-KIND is one of protocol, buffered, streams, sock (echo servers in the four
-asyncio styles) or aiohttp (a "hello world" app).  Prints "ready PORT" once
-listening, then serves until killed.
+KIND is one of protocol, buffered, streams, sock (TCP echo servers in the
+four asyncio styles), udp (a datagram echo server) or aiohttp (a "hello
+world" app).  WORK_US (protocol only) is pure-Python work done per
+data_received, in µs, by a busy loop calibrated once at start.  Prints
+"ready PORT" once the loop has been asked to listen, then serves until
+killed (the bench checks the port answers before it measures: not every
+loop is listening by the time create_server returns).
 """
 import asyncio
 import resource
 import socket
 import sys
+import time
 
 from bench.loops import factory
+
+
+def _spin(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def spin_for(us):
+    """A function that burns about `us` µs of pure Python, calibrated here on
+    this thread's CPU time (so time spent preempted does not count), the
+    fastest of a few tries."""
+    if us <= 0:
+        return None
+    n = 200_000
+    best = min(_timed(n) for _ in range(5))
+    iters = max(1, round(n * us / (best * 1e6)))
+    return lambda: _spin(iters)
+
+
+def _timed(n):
+    t0 = time.thread_time()
+    _spin(n)
+    return time.thread_time() - t0
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -20,6 +50,25 @@ class EchoProtocol(asyncio.Protocol):
 
     def data_received(self, data):
         self.transport.write(data)
+
+
+def echo_working(work):
+    class EchoWorking(EchoProtocol):
+        def data_received(self, data):
+            work()
+            self.transport.write(data)
+    return EchoWorking
+
+
+class EchoDatagram(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+    def error_received(self, exc):
+        pass      # an ICMP error from a client socket already gone
 
 
 class EchoBuffered(asyncio.BufferedProtocol):
@@ -96,29 +145,46 @@ async def serve_aiohttp(port):
     await asyncio.Event().wait()
 
 
-async def serve(kind, port):
+async def serve_udp(loop, port):
+    transport, _ = await loop.create_datagram_endpoint(EchoDatagram, local_addr=("127.0.0.1", port))
+    print("ready", transport.get_extra_info("sockname")[1], flush=True)
+    await asyncio.Event().wait()
+
+
+async def serve(kind, port, work_us=0):
     loop = asyncio.get_running_loop()
+    if work_us and kind != "protocol":
+        raise ValueError("WORK_US is for the protocol server only")
     if kind == "sock":
         return await serve_sock(loop, port)
     if kind == "aiohttp":
         return await serve_aiohttp(port)
+    if kind == "udp":
+        return await serve_udp(loop, port)
     if kind == "streams":
         srv = await asyncio.start_server(echo_stream, "127.0.0.1", port, backlog=4096)
     else:
         proto = {"protocol": EchoProtocol, "buffered": EchoBuffered}[kind]
+        if work_us:
+            proto = echo_working(spin_for(work_us))
         srv = await loop.create_server(proto, "127.0.0.1", port, backlog=4096)
     print("ready", srv.sockets[0].getsockname()[1], flush=True)
-    await srv.serve_forever()
+    # Not srv.serve_forever(): create_server has started serving already,
+    # and rloop 0.5's serve_forever starts it a second time, which stops its
+    # listener (connections refused) or panics.
+    async with srv:
+        await asyncio.Event().wait()
 
 
 def main():
     loop_name, kind = sys.argv[1], sys.argv[2]
     port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    work_us = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with asyncio.Runner(loop_factory=factory(loop_name)) as runner:
         try:
-            runner.run(serve(kind, port))
+            runner.run(serve(kind, port, work_us))
         except KeyboardInterrupt:
             pass
 
