@@ -58,8 +58,8 @@ def median_ratio(rows, base, key, invert=False):
     rounds where either side has no result are left out."""
     ratios = []
     for row, brow in zip(rows, base):
-        if not row or not brow:
-            continue
+        if not isinstance(row, dict) or not isinstance(brow, dict):
+            continue            # a skipped round: its reason, not a result
         a, b = row[key], brow[key]
         if a and b:
             ratios.append(b / a if invert else a / b)
@@ -177,13 +177,18 @@ def run_udp(names, base, rounds, seconds, warmup=0.5):
     return run_matrix(configs, lambda m: list(names), net.udp, base, rounds, "udp")
 
 
-def _echo_work(loop, work_us, seconds, warmup):
-    return net.echo(loop, "protocol", 1024, 50, seconds, warmup, work_us=work_us)
+def _echo_work(loop, iters, seconds, warmup):
+    return net.echo(loop, "protocol", 1024, 50, seconds, warmup, work=iters)
 
 
 def run_pywork(names, base, rounds, seconds, warmup=0.5):
-    configs = [(f"{k} us", {"work_us": k}, (k, seconds, warmup)) for k in WORK_US]
-    return run_matrix(configs, lambda m: list(names), _echo_work, base, rounds, "pywork")
+    """K µs of Python per request: calibrated once here, and the same number
+    of iterations given to every loop's server."""
+    from bench.servers import calibrate
+    per_us = calibrate()
+    configs = [(f"{k} us", {"work_us": k, "iters": round(k * per_us)},
+                (round(k * per_us), seconds, warmup)) for k in WORK_US]
+    return run_matrix(configs, lambda m: list(names), _echo_work, base, rounds, "pywork"), per_us
 
 
 def run_aiohttp(names, base, rounds, seconds):
@@ -316,7 +321,8 @@ def main():
         done("udp")
     if "pywork" in parts:
         progress("Python work per request (Protocol echo, 1 KiB, 50 connections)")
-        data["pywork"] = run_pywork(names, base, rounds, seconds, warmup)
+        data["pywork"], per_us = run_pywork(names, base, rounds, seconds, warmup)
+        data["pywork_iters_per_us"] = round(per_us, 2)
         done("pywork")
     if "aiohttp" in parts:
         progress("aiohttp hello world (wrk -t1 -c50)")

@@ -61,11 +61,11 @@ class Server:
     `ready_timeout` seconds: some loops (rloop) return from create_server
     before the socket listens."""
 
-    def __init__(self, loop, kind, work_us=0, ready_timeout=5.0):
+    def __init__(self, loop, kind, work=0, ready_timeout=5.0):
         if loop == C_EPOLL:
             cmd = [os.path.join(BIN, "echo_epoll"), "0"]
         else:
-            cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0", str(work_us)]
+            cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0", str(work)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (os.path.dirname(HERE), os.environ.get("PYTHONPATH")) if p))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -154,9 +154,10 @@ def _run_loadgen(srv, args, warmup):
         raise RuntimeError(f"load generator {args[0]} failed (exit {gen.returncode}): {out!r}") from None
 
 
-def echo(loop, kind, size, conns, seconds, warmup=0.5, work_us=0):
-    """One echo run: dict with rps, p50/p99 (µs), server CPU µs per request."""
-    with Server(loop, kind, work_us) as srv:
+def echo(loop, kind, size, conns, seconds, warmup=0.5, work=0):
+    """One echo run: dict with rps, p50/p99 (µs), server CPU µs per request.
+    work: iterations of bench.servers.spin() per data_received (protocol)."""
+    with Server(loop, kind, work) as srv:
         res, before, after = _run_loadgen(srv, ["echo", conns, size, seconds, warmup], warmup)
     return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"]}

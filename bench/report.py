@@ -298,9 +298,13 @@ def markdown(data, img_dir, img_rel):
     if pw:
         w("### Python work per request (Protocol echo, 1 KiB, 50 connections)")
         w("")
-        w("`data_received` first spins a pure-Python loop for K µs (calibrated once when the "
-          "server starts), then echoes: how each loop fares when Python, not I/O, is the "
-          "bottleneck.  The loop thread's share of the CPU includes the K µs.")
+        cal = data.get("pywork_iters_per_us")
+        w("`data_received` first spins a pure-Python loop for K µs, then echoes: how each loop "
+          "fares when Python, not I/O, is the bottleneck.  The loop is calibrated once, in the "
+          "bench's process"
+          + (f" ({cal:g} iterations per µs of CPU time)" if cal else "")
+          + ", and every server gets the same number of iterations, so each loop does the same "
+          "work; the machine's speed drifts, so K is nominal.  The loop thread's CPU includes it.")
         w("")
         _rate_tables(w, pw, base, "Requests")
     ah = data.get("aiohttp")

@@ -1,11 +1,12 @@
 """Echo and HTTP servers the network benchmarks drive, one per child process.
 
-    python -m bench.servers LOOP KIND [PORT [WORK_US]]
+    python -m bench.servers LOOP KIND [PORT [WORK]]
 
 KIND is one of protocol, buffered, streams, sock (TCP echo servers in the
 four asyncio styles), udp (a datagram echo server) or aiohttp (a "hello
-world" app).  WORK_US (protocol only) is pure-Python work done per
-data_received, in µs, by a busy loop calibrated once at start.  Prints
+world" app).  WORK (protocol only) is pure-Python work done in every
+data_received: that many iterations of spin() (calibrate() says how many
+make a µs here).  Prints
 "ready PORT" once the loop has been asked to listen, then serves until
 killed (the bench checks the port answers before it measures: not every
 loop is listening by the time create_server returns).
@@ -19,29 +20,26 @@ import time
 from bench.loops import factory
 
 
-def _spin(n):
+def spin(n):
+    """Pure-Python busy work: n iterations of an add (see calibrate())."""
     x = 0
     for i in range(n):
         x += i
     return x
 
 
-def spin_for(us):
-    """A function that burns about `us` µs of pure Python, calibrated here on
-    this thread's CPU time (so time spent preempted does not count), the
-    fastest of a few tries."""
-    if us <= 0:
-        return None
-    n = 200_000
-    best = min(_timed(n) for _ in range(5))
-    iters = max(1, round(n * us / (best * 1e6)))
-    return lambda: _spin(iters)
-
-
-def _timed(n):
-    t0 = time.thread_time()
-    _spin(n)
-    return time.thread_time() - t0
+def calibrate(n=200_000, tries=5):
+    """spin() iterations per µs of this thread's CPU time (so time spent
+    preempted does not count), the fastest of a few tries.  The bench
+    calibrates once and hands every server the same iteration count, so each
+    loop does the same work even though this machine's speed drifts (by up
+    to 2x between processes on the shared VM)."""
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.thread_time()
+        spin(n)
+        best = min(best, time.thread_time() - t0)
+    return n / (best * 1e6)
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -52,10 +50,10 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
-def echo_working(work):
+def echo_working(iters):
     class EchoWorking(EchoProtocol):
         def data_received(self, data):
-            work()
+            spin(iters)
             self.transport.write(data)
     return EchoWorking
 
@@ -151,10 +149,10 @@ async def serve_udp(loop, port):
     await asyncio.Event().wait()
 
 
-async def serve(kind, port, work_us=0):
+async def serve(kind, port, work=0):
     loop = asyncio.get_running_loop()
-    if work_us and kind != "protocol":
-        raise ValueError("WORK_US is for the protocol server only")
+    if work and kind != "protocol":
+        raise ValueError("WORK is for the protocol server only")
     if kind == "sock":
         return await serve_sock(loop, port)
     if kind == "aiohttp":
@@ -165,8 +163,8 @@ async def serve(kind, port, work_us=0):
         srv = await asyncio.start_server(echo_stream, "127.0.0.1", port, backlog=4096)
     else:
         proto = {"protocol": EchoProtocol, "buffered": EchoBuffered}[kind]
-        if work_us:
-            proto = echo_working(spin_for(work_us))
+        if work:
+            proto = echo_working(work)
         srv = await loop.create_server(proto, "127.0.0.1", port, backlog=4096)
     print("ready", srv.sockets[0].getsockname()[1], flush=True)
     # Not srv.serve_forever(): create_server has started serving already,
@@ -179,12 +177,12 @@ async def serve(kind, port, work_us=0):
 def main():
     loop_name, kind = sys.argv[1], sys.argv[2]
     port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    work_us = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    work = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with asyncio.Runner(loop_factory=factory(loop_name)) as runner:
         try:
-            runner.run(serve(kind, port, work_us))
+            runner.run(serve(kind, port, work))
         except KeyboardInterrupt:
             pass
 

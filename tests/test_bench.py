@@ -1,0 +1,62 @@
+"""The benchmark harness itself (bench/): its summaries pick the best peer
+and skip what a loop cannot run, its report renders such results, and its C
+load generator's short-connection and UDP modes work against aioloop.
+No timings are asserted: only that work was done and counted."""
+import shutil
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import net, report
+
+
+def _row(rps, cpu):
+    return {"rps": rps, "p50_us": 1.0, "p99_us": 2.0, "cpu_us": cpu, "loop_cpu_us": cpu / 2,
+            "other_cpu_us": cpu / 2, "errors": 0}
+
+
+def test_summarize_best_peer_ratios_and_skips():
+    per = {"uvloop": [_row(100, 10), _row(100, 10)],
+           "rloop": [_row(200, 5), _row(300, 5)],
+           "aioloop-uring": [_row(250, 4), "server did not start"],
+           "aiofastnet-uvloop": ["no datagram support", "no datagram support"],
+           "c-epoll": [_row(1000, 1), _row(1000, 1)]}
+    out, best = bench_main.summarize(per, "uvloop")
+    # c-epoll is the ceiling, not a peer; aioloop is never its own peer.
+    assert best == "rloop"
+    assert out["aiofastnet-uvloop"] == {"skipped": "no datagram support"}
+    aio = out["aioloop-uring"]
+    assert aio["rounds"] == 1 and aio["rps"] == 250
+    # Ratios come only from the rounds where both sides have a result.
+    assert aio["ratio_rps"] == pytest.approx(2.5)
+    assert aio["best_rps"] == pytest.approx(1.25)
+    assert aio["best_cpu"] == pytest.approx(5 / 4)
+    assert out["rloop"]["ratio_rps"] == pytest.approx(2.5)
+    assert "best_rps" not in out["rloop"]
+    assert "ratio_rps" not in out["c-epoll"]
+
+
+def test_report_renders_machine_peers_and_skipped_cells(tmp_path):
+    per = {"uvloop": [_row(100, 10)], "rloop": ["refused"], "aioloop-uring": [_row(150, 8)]}
+    loops, best = bench_main.summarize(per, "uvloop")
+    data = {"date": "2000-01-01", "quick": True, "rounds": 1, "seconds": 1.0,
+            "baseline": "uvloop", "loops": list(per),
+            "versions": {"python": "3.x", "kernel": "k", "cpus": 2, "cpu": "Some CPU",
+                         "aioloop": "0", "aioloop_engine": "uring", "rloop": "0.5"},
+            "udp": {"64B x50": {"size": "64B", "loops": loops, "best_peer": best}}}
+    md = report.markdown(data, img_dir=str(tmp_path), img_rel="img")
+    assert "| CPU | Some CPU, 2 CPUs" in md
+    assert "| rloop | 0.5 |" in md
+    assert "| 64B x50 | uvloop | 100 | skipped | 150<br>1.50x / 1.50x |" in md
+    assert "rloop: refused" in md
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="the load generator needs a C compiler")
+def test_loadgen_short_udp_and_python_work_against_aioloop():
+    net.build_tools()
+    short = net.short_conns("aioloop", 4, 256, 0.3, warmup=0.1)
+    assert short["rps"] > 0 and short["errors"] == 0 and short["cpu_us"] > 0
+    udp = net.udp("aioloop", 4, 1, 64, 0.3, warmup=0.1)
+    assert udp["rps"] > 0 and udp["errors"] == 0 and "lost" in udp
+    work = net.echo("aioloop", "protocol", 1024, 4, 0.3, warmup=0.1, work=200)
+    assert work["rps"] > 0 and work["errors"] == 0
