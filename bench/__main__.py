@@ -85,6 +85,9 @@ def summarize(per_loop, base_name):
             if k in ok[0]:
                 s[k] = sum(r.get(k, 0) for r in ok)
         s["rounds"] = len(ok)
+        # Every round as measured (a string where that round was skipped).
+        s["per_round"] = [{k: r[k] for k in ("rps", "cpu_us", "loop_cpu_us")}
+                          if isinstance(r, dict) else r for r in rows]
         out[name] = s
     peers = [n for n in out if loops_mod.is_peer(n) and "rps" in out[n]]
     best = max(peers, key=lambda n: out[n]["rps"]) if peers else None
@@ -271,8 +274,11 @@ def main():
         progress(msg)
     if args.loops:
         names = args.loops.split(",")
-        for n in names:
-            loops_mod.factory(n)          # an unknown name fails here, not mid-run
+        for n in names:                   # an unknown name fails here, not mid-run
+            try:
+                loops_mod.factory(n)
+            except (ValueError, ImportError) as e:
+                ap.error(f"--loops: {n}: {e}")
     else:
         names = loops_mod.available()
         if args.quick:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,12 +69,16 @@ class Server:
             cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0", str(work)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (os.path.dirname(HERE), os.environ.get("PYTHONPATH")) if p))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        self.name = f"{loop}/{kind}"
+        # The server's stderr goes to a file, summed up when it is stopped,
+        # so a peer's tracebacks are told apart from the bench's output.
+        self.err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, text=True, env=env)
         line = self.proc.stdout.readline().split()
         if len(line) != 2 or line[0] != "ready":
             self.proc.kill()
             self.proc.wait()
-            raise RuntimeError(f"server {loop}/{kind} did not start")
+            raise RuntimeError(f"server {loop}/{kind} did not start: {self._stderr()[-1:]}")
         self.port = int(line[1])
         self.pid = self.proc.pid
         try:
@@ -89,9 +94,19 @@ class Server:
     def __enter__(self):
         return self
 
+    def _stderr(self):
+        self.err.seek(0)
+        return [ln.rstrip() for ln in self.err if ln.strip()]
+
     def __exit__(self, *exc):
         self.proc.kill()
         self.proc.wait()
+        lines = self._stderr()
+        self.err.close()
+        if lines:
+            first = next((ln for ln in lines if not ln.startswith(" ")), lines[0])
+            print(f"    {self.name}: the server wrote {len(lines)} line(s) to stderr; "
+                  f"{first[:100]!r} ... {lines[-1][:100]!r}", file=sys.stderr, flush=True)
 
 
 def _wait_tcp(port, timeout):
