@@ -56,8 +56,8 @@ def available():
     return names
 
 
-# What `--quick` runs the network workloads on (the full run takes every
-# loop available): the two aioloop engines and the fastest peers.
+# What `--quick` runs on (the full run takes every loop available): the two
+# aioloop engines and the fastest peers.
 QUICK = ("uvloop", "rloop", "aiofastnet-uvloop", "aioloop-uring", "aioloop-threads")
 
 

@@ -6,10 +6,9 @@ KIND is one of protocol, buffered, streams, sock (TCP echo servers in the
 four asyncio styles), udp (a datagram echo server) or aiohttp (a "hello
 world" app).  WORK (protocol only) is pure-Python work done in every
 data_received: that many iterations of spin() (calibrate() says how many
-make a µs here).  Prints
-"ready PORT" once the loop has been asked to listen, then serves until
-killed (the bench checks the port answers before it measures: not every
-loop is listening by the time create_server returns).
+make a µs here).  Prints "ready PORT" once create_server (or its like) has
+returned, then serves until killed; the bench checks that the port answers
+before it measures.
 """
 import asyncio
 import resource
