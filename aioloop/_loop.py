@@ -139,14 +139,16 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     kernel lets a ring be set up (containers often forbid it), else the
     completion threads; ``uring`` raises OSError where io_uring is refused.
     ``ring_buffers``: io_uring provided read buffers (a power of two,
-    default 256, each ``buffer_size`` bytes).
+    default 256, each ``buffer_size`` bytes).  ``buffer_size``: bytes per
+    read buffer (default ``AIOLOOP_BUFFER_SIZE``, else 256 KiB on threads
+    and 64 KiB on io_uring).
     ``threads``: completion threads for socket I/O (default: ``AIOLOOP_THREADS``
     or half the cores, at most 8).  ``resolver_threads``: threads for blocking
     getaddrinfo/getnameinfo calls (default 2).
     """
 
     def __init__(self, *, engine=None, threads=None, resolver_threads=None, inline_writes=None,
-                 ring_buffers=None):
+                 ring_buffers=None, buffer_size=None):
         if engine is None:
             engine = os.environ.get("AIOLOOP_ENGINE") or "auto"
         if threads is None:
@@ -162,7 +164,8 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                 ring_buffers = _env_int("AIOLOOP_RING_BUFFERS")
             if ring_buffers:
                 kw["ring_buffers"] = ring_buffers
-            buffer_size = _env_int("AIOLOOP_BUFFER_SIZE")
+            if buffer_size is None:
+                buffer_size = _env_int("AIOLOOP_BUFFER_SIZE")
             if buffer_size:
                 kw["buffer_size"] = buffer_size
             # The C core validates the name and decides "auto" once per
