@@ -22,6 +22,12 @@ typedef struct {
     PyTypeObject *ListenerType;
     PyObject *BufferedProtocol;      /* asyncio.BufferedProtocol */
     PyObject *FutureType;            /* asyncio.Future (the C one when present) */
+    PyObject *TaskType;              /* asyncio.Task (the C one when present) */
+    PyObject *base_create_task;      /* asyncio.BaseEventLoop.create_task */
+    PyObject *kw_loop;               /* ("loop",) */
+    PyObject *str_task_factory;
+    PyObject *str_name;
+    PyObject *str_context;
     PyObject *gaierror;              /* socket.gaierror */
     PyObject *str_call_exception_handler;
     PyObject *str_message;

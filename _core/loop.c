@@ -541,14 +541,67 @@ static PyObject *loop_create_future_m(LoopObject *L, PyObject *Py_UNUSED(ignored
 
 PyObject *aio_loop_create_future(LoopObject *L)
 {
-    PyObject *kwnames = PyTuple_Pack(1, L->st->str_loop);
-    if (kwnames == NULL)
-        return NULL;
     PyObject *args[2] = {NULL, (PyObject *)L};
-    PyObject *f = PyObject_Vectorcall(L->st->FutureType, args + 1,
-                                      0 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
-    Py_DECREF(kwnames);
-    return f;
+    return PyObject_Vectorcall(L->st->FutureType, args + 1, 0 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                               L->st->kw_loop);
+}
+
+/* create_task(): asyncio's BaseEventLoop.create_task with its common case in
+ * C -- no task factory, not in debug mode, at most name= and context= --
+ * which is Task(coro, loop=self, name=..., context=...) after the closed
+ * check, as asyncio's does on every Python.  Anything else (a task factory,
+ * debug mode's traceback trimming, other keywords as 3.14 passes through)
+ * goes to asyncio's own method, so each Python keeps its own rules. */
+static PyObject *loop_create_task(LoopObject *L, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames)
+{
+    aio_state *st = L->st;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int fast = nargs == 1 && !L->debug && !L->closed && nkw <= 2;
+    for (Py_ssize_t i = 0; fast && i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        fast = k == st->str_name || k == st->str_context;   /* interned by the caller */
+    }
+    if (fast) {
+        PyObject *factory = PyObject_GetAttr((PyObject *)L, st->str_task_factory);
+        if (factory == NULL)
+            return NULL;
+        fast = factory == Py_None;
+        Py_DECREF(factory);
+    }
+    if (!fast) {
+        /* asyncio's method, self first. */
+        PyObject *small[8];
+        Py_ssize_t total = nargs + nkw;
+        PyObject **full = total + 1 <= 8 ? small : PyMem_Malloc((size_t)(total + 1) * sizeof *full);
+        if (full == NULL)
+            return PyErr_NoMemory();
+        full[0] = (PyObject *)L;
+        for (Py_ssize_t i = 0; i < total; i++)
+            full[i + 1] = args[i];
+        PyObject *r = PyObject_Vectorcall(st->base_create_task, full, (size_t)nargs + 1, kwnames);
+        if (full != small)
+            PyMem_Free(full);
+        return r;
+    }
+    /* Task(coro, loop=self, <the given keywords>) */
+    PyObject *call[4] = {args[0], (PyObject *)L, nkw > 0 ? args[1] : NULL, nkw > 1 ? args[2] : NULL};
+    if (nkw == 0)
+        return PyObject_Vectorcall(st->TaskType, call, 1, st->kw_loop);
+    PyObject *names = nkw == 1 ? PyTuple_Pack(2, st->str_loop, PyTuple_GET_ITEM(kwnames, 0))
+                               : PyTuple_Pack(3, st->str_loop, PyTuple_GET_ITEM(kwnames, 0),
+                                              PyTuple_GET_ITEM(kwnames, 1));
+    if (names == NULL)
+        return NULL;
+    PyObject *r = PyObject_Vectorcall(st->TaskType, call, 1, names);
+    Py_DECREF(names);
+    return r;
+}
+
+static PyObject *loop_get_debug(LoopObject *L, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(L->debug);
 }
 
 /* ---- completions ---- */
@@ -1039,6 +1092,9 @@ static PyMethodDef loop_methods[] = {
     {"stop", (PyCFunction)loop_stop, METH_NOARGS, "Stop after the current iteration."},
     {"create_future", (PyCFunction)loop_create_future_m, METH_NOARGS,
      "Create a Future attached to the loop."},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task, METH_FASTCALL | METH_KEYWORDS,
+     "Schedule a coroutine object; return a Task (asyncio's create_task)."},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Whether debug mode is on."},
     {"_run", (PyCFunction)loop_run, METH_NOARGS, NULL},
     {"_run_once", (PyCFunction)loop_py_run_once, METH_NOARGS, NULL},
     {"_close_core", (PyCFunction)loop_close_core, METH_NOARGS, NULL},

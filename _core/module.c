@@ -54,6 +54,14 @@ static int aio_exec(PyObject *m)
     if (asyncio == NULL)
         return -1;
     st->FutureType = PyObject_GetAttrString(asyncio, "Future");
+    st->TaskType = PyObject_GetAttrString(asyncio, "Task");
+    PyObject *base_loop = PyObject_GetAttrString(asyncio, "BaseEventLoop");
+    st->base_create_task = base_loop ? PyObject_GetAttrString(base_loop, "create_task") : NULL;
+    Py_XDECREF(base_loop);
+    if (st->TaskType == NULL || st->base_create_task == NULL) {
+        Py_DECREF(asyncio);
+        return -1;
+    }
     st->BufferedProtocol = PyObject_GetAttrString(asyncio, "BufferedProtocol");
     PyObject *transports = PyImport_ImportModule("asyncio.transports");
     PyObject *transport_base = transports ? PyObject_GetAttrString(transports, "_FlowControlMixin")
@@ -92,6 +100,9 @@ static int aio_exec(PyObject *m)
         intern(&st->str_handle, "handle") < 0 ||
         intern(&st->str_source_traceback, "source_traceback") < 0 ||
         intern(&st->str_loop, "loop") < 0 ||
+        intern(&st->str_task_factory, "_task_factory") < 0 ||
+        intern(&st->str_name, "name") < 0 ||
+        intern(&st->str_context, "context") < 0 ||
         intern(&st->str_set_result, "set_result") < 0 ||
         intern(&st->str_set_exception, "set_exception") < 0 ||
         intern(&st->str_done, "done") < 0 ||
@@ -106,6 +117,9 @@ static int aio_exec(PyObject *m)
         return -1;
     st->core_time = PyObject_GetAttr((PyObject *)st->LoopType, st->str_time);
     if (st->core_time == NULL)
+        return -1;
+    st->kw_loop = PyTuple_Pack(1, st->str_loop);
+    if (st->kw_loop == NULL)
         return -1;
     if (PyModule_AddIntConstant(m, "URING_COMPILED", aio_uring_compiled()) < 0)
         return -1;
@@ -124,6 +138,9 @@ static int aio_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->ListenerType);
     Py_VISIT(st->BufferedProtocol);
     Py_VISIT(st->FutureType);
+    Py_VISIT(st->TaskType);
+    Py_VISIT(st->base_create_task);
+    Py_VISIT(st->kw_loop);
     Py_VISIT(st->gaierror);
     Py_VISIT(st->debug_helpers);
     Py_VISIT(st->core_time);
@@ -140,6 +157,9 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->ListenerType);
     Py_CLEAR(st->BufferedProtocol);
     Py_CLEAR(st->FutureType);
+    Py_CLEAR(st->TaskType);
+    Py_CLEAR(st->base_create_task);
+    Py_CLEAR(st->kw_loop);
     Py_CLEAR(st->gaierror);
     Py_CLEAR(st->debug_helpers);
     Py_CLEAR(st->str_call_exception_handler);
@@ -148,6 +168,9 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->str_handle);
     Py_CLEAR(st->str_source_traceback);
     Py_CLEAR(st->str_loop);
+    Py_CLEAR(st->str_task_factory);
+    Py_CLEAR(st->str_name);
+    Py_CLEAR(st->str_context);
     Py_CLEAR(st->str_set_result);
     Py_CLEAR(st->str_set_exception);
     Py_CLEAR(st->str_done);
