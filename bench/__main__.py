@@ -269,6 +269,10 @@ def main():
                     help="write the report into docs/benchmarks.md (and every round into "
                          "docs/bench-results-full.json)")
     args = ap.parse_args()
+    import aioloop
+    probe_loop = aioloop.new_event_loop()    # what plain "aioloop" gives on this machine
+    progress(f"aioloop: default engine here: {probe_loop.engine}")
+    probe_loop.close()
 
     for msg in loops_mod.missing_message():
         progress(msg)
