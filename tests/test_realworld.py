@@ -357,3 +357,50 @@ def test_ctrl_c_stops_aioloop_run(engine):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+RUN_APP_CHILD = """
+import asyncio, socket, sys
+from aiohttp import web
+import aioloop
+
+async def where(request):
+    loop = asyncio.get_running_loop()
+    return web.Response(text=f"{type(loop).__module__} {loop.engine}")
+
+app = web.Application()
+app.router.add_get("/", where)
+sock = socket.socket(fileno=int(sys.argv[2]))
+web.run_app(app, sock=sock, loop=aioloop.new_event_loop(engine=sys.argv[1]),
+            print=lambda *a: print("ready", flush=True))
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_aiohttp_run_app_with_an_aioloop_loop(engine):
+    """web.run_app(app, loop=aioloop.new_event_loop()): serves on that loop and
+    stops gracefully on Ctrl-C (aiohttp's own signal handling)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", RUN_APP_CHILD, engine, str(listener.fileno())],
+                            pass_fds=[listener.fileno()],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listener.close()
+    try:
+        assert proc.stdout.readline() == "ready\n"
+
+        async def get():
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{port}/") as r:
+                    return await r.text()
+
+        assert asyncio.run(asyncio.wait_for(get(), 30)) == f"aioloop._loop {engine}"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert (out, proc.returncode, err) == ("stopped\n", 0, "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
