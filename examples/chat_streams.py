@@ -63,10 +63,14 @@ async def main(port):
     print(f"ready: chat on {host}:{port} (aioloop, {engine} engine)", flush=True)
     await stop.wait()
     server.close()
-    for writer in list(clients):        # say goodbye: the handlers then see the end
+    writers = list(clients)
+    clients.clear()
+    for writer in writers:              # say goodbye: the handlers then see the end
         writer.write(b"* server shutting down\n")
         writer.close()
-    clients.clear()
+    # wait_closed: the goodbyes are sent and the connections closed before
+    # the loop (and the process) ends
+    await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
     await server.wait_closed()
 
 
