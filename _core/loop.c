@@ -674,6 +674,13 @@ static int loop_poll(LoopObject *L, int timeout_ms)
         return PyErr_CheckSignals();
     if (n < 0)
         return aio_set_errno_error(-n);
+    /* A signal during a sleep does not always surface as EINTR: io_uring's
+     * submit-and-wait returns the count it submitted when a signal ends the
+     * wait, so a Ctrl-C on an idle uring loop went unnoticed until
+     * something else woke it.  Run the Python-level handlers after every
+     * sleep (a flag test when none is pending). */
+    if (timeout_ms != 0 && PyErr_CheckSignals() < 0)
+        return -1;
     return n > 0 ? aio_fd_dispatch(L, events, n) : 0;
 }
 

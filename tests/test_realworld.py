@@ -334,13 +334,7 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("engine", [
-    pytest.param(e, marks=pytest.mark.xfail(
-        e == "uring", strict=True,
-        reason="uring engine: a SIGINT while the loop sleeps in the ring does not wake it, so "
-               "asyncio.Runner's Ctrl-C handling (signal.signal, no wakeup fd) never runs "
-               "(reported to the lead; loop.add_signal_handler is not affected)"))
-    for e in ENGINES])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_ctrl_c_stops_aioloop_run(engine):
     """Ctrl-C on a program run by aioloop.run() whose loop is idle: asyncio.Runner's
     SIGINT handler cancels the main task and KeyboardInterrupt comes out, as on

@@ -628,9 +628,15 @@ static int ring_enter(aio_engine *e, int timeout_ms, int watch_epoll)
             (void)arm_watch(u);
         u->n_enters++;
         struct io_uring_cqe *cqe;
-        struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
-                                       .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
+        /* Always a timeout, even for "forever" (a day; the loop just waits
+         * again): without one, liburing's submit-and-wait enters the kernel
+         * again when a signal ended a wait that had submitted something, so
+         * a Ctrl-C on an idle loop was never seen.  With one, it returns and
+         * the loop runs the Python-level signal handlers (loop_poll). */
+        struct __kernel_timespec ts = {.tv_sec = timeout_ms < 0 ? 86400 : timeout_ms / 1000,
+                                       .tv_nsec = timeout_ms < 0 ? 0
+                                                  : (long long)(timeout_ms % 1000) * 1000000};
+        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
         if (rc == -ETIME)
             rc = 0;
     }
