@@ -28,7 +28,10 @@ static void complete_batch(aio_engine *e, aio_qnode *first, aio_qnode *last)
 }
 
 /* Executes (or, when stopping, cancels) every queued submission; finished
- * requests join `out`. */
+ * requests join `out`.  Stopping still executes WRITEs (one non-blocking
+ * send: what the socket takes goes out, as asyncio's write() would have
+ * sent it at once) and CLOSEs: a write() then close() just before the loop
+ * closes must not lose bytes that the socket had room for. */
 static void run_submissions(aio_worker *w, int cancel, aio_chain *out)
 {
     aio_qnode *n = aio_mpsc_flush(&w->sq);
@@ -36,7 +39,7 @@ static void run_submissions(aio_worker *w, int cancel, aio_chain *out)
         aio_qnode *next = n->next;
         aio_req *r = AIO_REQ_OF(n);
         int finished = 1;
-        if (cancel)
+        if (cancel && r->op != AIO_OP_STREAM_WRITE && r->op != AIO_OP_STREAM_CLOSE)
             r->result = -ECANCELED;
         else
             finished = aio__execute(w, r, out);
@@ -76,8 +79,9 @@ static void *worker_main(void *arg)
         run_submissions(w, 0, &out);
         complete_batch(w->engine, out.first, out.last);
     }
-    /* Stopping: what was never executed comes back cancelled.  Writes parked
-     * on a stream stay there; the engine frees them with the stream. */
+    /* Stopping: what was never executed comes back cancelled, but for
+     * writes and closes (see run_submissions).  Writes parked on a stream
+     * stay there; the engine frees them with the stream. */
     aio_chain out = {NULL, NULL};
     run_submissions(w, 1, &out);
     complete_batch(w->engine, out.first, out.last);
