@@ -1281,19 +1281,15 @@ static PyObject *tr_get_extra_info(TransportObject *t, PyObject *args, PyObject 
         /* "sockname" and "socket" of an accepted connection are made on
          * first use and kept (most servers never ask: a tuple and an
          * object less per connection). */
-        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "socket") == 0 &&
-            t->sock != NULL) {
-            if (fill_socket_info(t) < 0)
-                return NULL;
-            v = PyDict_GetItemWithError(t->extra_slot, name);
-            if (v != NULL)
-                return Py_NewRef(v);
-            if (PyErr_Occurred())
-                return NULL;
+        int (*fill)(TransportObject *) = NULL;
+        if (PyUnicode_Check(name) && t->sock != NULL) {
+            if (PyUnicode_CompareWithASCIIString(name, "socket") == 0)
+                fill = fill_socket_info;
+            else if (PyUnicode_CompareWithASCIIString(name, "sockname") == 0)
+                fill = fill_sockname;
         }
-        if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "sockname") == 0 &&
-            t->sock != NULL) {
-            if (fill_sockname(t) < 0)
+        if (fill != NULL) {
+            if (fill(t) < 0)
                 return NULL;
             v = PyDict_GetItemWithError(t->extra_slot, name);
             if (v != NULL)
