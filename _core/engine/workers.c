@@ -30,7 +30,8 @@ static void complete_batch(aio_engine *e, aio_qnode *first, aio_qnode *last)
 /* Executes (or, when stopping, cancels) every queued submission; finished
  * requests join `out`.  Stopping still executes WRITEs (one non-blocking
  * send: what the socket takes goes out, as asyncio's write() would have
- * sent it at once) and CLOSEs: a write() then close() just before the loop
+ * sent it at once), the STARTs before them (a write needs its stream
+ * registered) and CLOSEs: a write() then close() just before the loop
  * closes must not lose bytes that the socket had room for. */
 static void run_submissions(aio_worker *w, int cancel, aio_chain *out)
 {
@@ -39,7 +40,8 @@ static void run_submissions(aio_worker *w, int cancel, aio_chain *out)
         aio_qnode *next = n->next;
         aio_req *r = AIO_REQ_OF(n);
         int finished = 1;
-        if (cancel && r->op != AIO_OP_STREAM_WRITE && r->op != AIO_OP_STREAM_CLOSE)
+        if (cancel && r->op != AIO_OP_STREAM_WRITE && r->op != AIO_OP_STREAM_CLOSE &&
+            r->op != AIO_OP_STREAM_START)
             r->result = -ECANCELED;
         else
             finished = aio__execute(w, r, out);
