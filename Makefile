@@ -35,10 +35,10 @@ stress-asan:           ## the stress suite (CI size) against an ASan+UBSan build
 conformance: build     ## CPython's asyncio test mixins against aioloop
 	$(PYTHON) tests/conformance/run.py -v
 
-bench: build           ## the full benchmark run (about 35 minutes), written into docs/benchmarks.md
+bench: build           ## the full benchmark run (about 45 minutes on 2 CPUs), written into docs/benchmarks.md
 	$(PYTHON) -m bench --docs
 
-bench-quick: build     ## about two minutes
+bench-quick: build     ## about three minutes
 	$(PYTHON) -m bench --quick
 
 bench-callgrind: build ## instructions per operation of the loop-overhead workloads (valgrind)
