@@ -786,6 +786,49 @@ static PyObject *tr_can_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignore
 
 /* ---- reading ---- */
 
+/* protocol.data_received(b); steals b. */
+static int call_data_received(TransportObject *t, PyObject *b)
+{
+    PyObject *res = PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_data_received, b);
+    Py_DECREF(b);
+    if (res == NULL)
+        return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
+    Py_DECREF(res);
+    return 0;
+}
+
+/* A BufferedProtocol's get_buffer(hint), exported writable into *view.
+ * Returns 0, or callback_failed()'s result (view not filled). */
+static int protocol_buffer(TransportObject *t, PyObject *hint, Py_buffer *view)
+{
+    PyObject *buf = hint ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer, hint)
+                         : NULL;
+    Py_XDECREF(hint);
+    if (buf == NULL || PyObject_GetBuffer(buf, view, PyBUF_WRITABLE) < 0) {
+        Py_XDECREF(buf);
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    Py_DECREF(buf);   /* the export keeps the object alive */
+    if (view->len == 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    return 1;
+}
+
+static int call_buffer_updated(TransportObject *t, size_t k)
+{
+    PyObject *nb = PyLong_FromSize_t(k);
+    PyObject *res = nb ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_buffer_updated, nb)
+                       : NULL;
+    Py_XDECREF(nb);
+    if (res == NULL)
+        return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
+    Py_DECREF(res);
+    return 0;
+}
+
 static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
 {
     size_t n = (size_t)r->result;
@@ -795,51 +838,25 @@ static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
         PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
         if (b == NULL)
             return -1;
-        PyObject *res = PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_data_received, b);
-        Py_DECREF(b);
         *consumed = n;
-        if (res == NULL)
-            return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
-        Py_DECREF(res);
-        return 0;
+        return call_data_received(t, b);
     }
     /* BufferedProtocol: copy into the protocol's buffers, as many rounds of
      * get_buffer()/buffer_updated() as the data needs; stop early if the
      * protocol paused reading or closed the transport meanwhile. */
     while (*consumed < n && !t->paused && !t->closing) {
-        PyObject *hint = PyLong_FromSize_t(n - *consumed);
-        PyObject *buf = hint ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer,
-                                                         hint)
-                             : NULL;
-        Py_XDECREF(hint);
-        if (buf == NULL)
-            return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
         Py_buffer view;
-        if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
-            Py_DECREF(buf);
-            return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
-        }
-        if (view.len == 0) {
-            PyBuffer_Release(&view);
-            Py_DECREF(buf);
-            PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
-            return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
-        }
+        int got = protocol_buffer(t, PyLong_FromSize_t(n - *consumed), &view);
+        if (got <= 0)
+            return got;
         size_t k = n - *consumed;
         if ((size_t)view.len < k)
             k = (size_t)view.len;
         memcpy(view.buf, data + *consumed, k);
         PyBuffer_Release(&view);
-        Py_DECREF(buf);
         *consumed += k;
-        PyObject *nb = PyLong_FromSize_t(k);
-        PyObject *res = nb ? PyObject_CallMethodOneArg(t->protocol,
-                                                       tr_state(t)->str_buffer_updated, nb)
-                           : NULL;
-        Py_XDECREF(nb);
-        if (res == NULL)
-            return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
-        Py_DECREF(res);
+        if (call_buffer_updated(t, k) < 0)
+            return -1;
     }
     return 0;
 }
@@ -902,29 +919,13 @@ static int read_direct(TransportObject *t)
         }
         if ((size_t)n < want && _PyBytes_Resize(&b, (Py_ssize_t)n) < 0)
             return -1;
-        PyObject *res = PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_data_received, b);
-        Py_DECREF(b);
-        if (res == NULL)
-            return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
-        Py_DECREF(res);
-        return 0;
+        return call_data_received(t, b);
     }
-    PyObject *hint = PyLong_FromSsize_t(avail ? (Py_ssize_t)avail : -1);
-    PyObject *buf = hint ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer, hint)
-                         : NULL;
-    Py_XDECREF(hint);
     Py_buffer view;
-    if (buf == NULL || PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
-        Py_XDECREF(buf);
+    int got = protocol_buffer(t, PyLong_FromSsize_t(avail ? (Py_ssize_t)avail : -1), &view);
+    if (got <= 0) {
         (void)aio_stream_recv_now(e, s, NULL, 0);
-        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
-    }
-    Py_DECREF(buf);
-    if (view.len == 0) {
-        PyBuffer_Release(&view);
-        (void)aio_stream_recv_now(e, s, NULL, 0);
-        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
-        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+        return got;
     }
     /* The export is held across the recv, so the buffer cannot be resized
      * under it. */
@@ -932,14 +933,7 @@ static int read_direct(TransportObject *t)
     PyBuffer_Release(&view);
     if (n <= 0)
         return deliver_read_result(t, n);
-    PyObject *nb = PyLong_FromLong(n);
-    PyObject *res = nb ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_buffer_updated, nb)
-                       : NULL;
-    Py_XDECREF(nb);
-    if (res == NULL)
-        return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
-    Py_DECREF(res);
-    return 0;
+    return call_buffer_updated(t, (size_t)n);
 }
 
 /* Reads held while reading is paused never keep a backend's scarce read

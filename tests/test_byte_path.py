@@ -221,3 +221,49 @@ def test_write_then_close_just_before_the_loop_closes_is_sent(kind):
 
     results = [once() for _ in range(200)]
     assert results.count(b"bye\n") == len(results), results
+
+
+@pytest.mark.parametrize("failure", ["raises", "empty"])
+def test_buffered_protocol_get_buffer_failure_is_fatal(variant_loop, failure):
+    """A get_buffer() that raises or returns an empty buffer is a fatal error
+    of the transport, as on asyncio: connection_lost(exc), on every read path
+    (direct reads included: the payload is large)."""
+    loop = variant_loop
+
+    class Bad(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.lost = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            if failure == "raises":
+                raise ValueError("no buffer")
+            return bytearray()
+
+        def buffer_updated(self, nbytes):
+            raise AssertionError("never called")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        made = loop.create_future()
+
+        def factory():
+            proto = Bad()
+            made.set_result(proto)
+            return proto
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x" * (512 * 1024))
+        proto = await asyncio.wait_for(made, 10)
+        exc = await asyncio.wait_for(proto.lost, 10)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return exc
+
+    loop.set_exception_handler(lambda lp, ctx: None)   # the fatal error is reported there
+    exc = loop.run_until_complete(main())
+    assert isinstance(exc, ValueError if failure == "raises" else RuntimeError), exc
