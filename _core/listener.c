@@ -30,15 +30,8 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     int fd;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO:Listener", kwlist, &loop, &fd, &callback))
         return NULL;
-    aio_state *st = aio_get_state_by_type(tp);
-    if (st == NULL)
-        return NULL;
-    if (!PyObject_TypeCheck(loop, st->LoopType)) {
-        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
-        return NULL;
-    }
-    LoopObject *L = (LoopObject *)loop;
-    if (aio_loop_check_closed(L) < 0 || !L->engine_ready)
+    LoopObject *L = aio_loop_arg(tp, loop);
+    if (L == NULL)
         return NULL;
     ListenerObject *l = (ListenerObject *)tp->tp_alloc(tp, 0);
     if (l == NULL)

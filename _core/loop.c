@@ -205,6 +205,25 @@ int aio_loop_check_closed(LoopObject *L)
     return 0;
 }
 
+LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop)
+{
+    aio_state *st = aio_get_state_by_type(tp);
+    if (st == NULL)
+        return NULL;
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
+        return NULL;
+    }
+    LoopObject *L = (LoopObject *)loop;
+    if (aio_loop_check_closed(L) < 0)
+        return NULL;
+    if (!L->engine_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "the loop was never initialized");
+        return NULL;
+    }
+    return L;
+}
+
 static int check_thread(LoopObject *L)
 {
     if (L->running && PyThread_get_thread_ident() != L->thread_id) {

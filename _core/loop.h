@@ -66,6 +66,10 @@ int aio_loop_ready_push(LoopObject *L, HandleObject *h);
  * NULL: the current one is copied).  0 or -1. */
 int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
                        Py_ssize_t nargs);
+/* The `loop` argument of a constructor of the core's types (streams,
+ * listeners): an aioloop loop, open and initialized; else NULL with
+ * TypeError or RuntimeError set. */
+LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop);
 int aio_loop_check_closed(LoopObject *L);
 
 /* clock.c */

@@ -1497,15 +1497,8 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OO:StreamTransport", kwlist, &loop, &sock,
                                      &protocol, &extra, &server))
         return NULL;
-    aio_state *st = aio_get_state_by_type(tp);
-    if (st == NULL)
-        return NULL;
-    if (!PyObject_TypeCheck(loop, st->LoopType)) {
-        PyErr_SetString(PyExc_TypeError, "loop must be an aioloop loop");
-        return NULL;
-    }
-    LoopObject *L = (LoopObject *)loop;
-    if (aio_loop_check_closed(L) < 0 || !L->engine_ready)
+    LoopObject *L = aio_loop_arg(tp, loop);
+    if (L == NULL)
         return NULL;
     PyObject *fdo = PyObject_CallMethod(sock, "fileno", NULL);
     if (fdo == NULL)

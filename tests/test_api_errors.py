@@ -508,3 +508,18 @@ async def test_float_marks_drive_flow_control():
         assert len(await c.receive(len(payload), timeout=30)) == len(payload)
         assert c.pr.calls == ["pause_writing", "resume_writing"]
         assert c.tr.get_write_buffer_size() == 0
+
+
+def test_core_types_refuse_a_loop_that_was_never_initialized():
+    # The core's stream and listener types take their loop as an argument: a
+    # Loop whose __init__ never ran is a RuntimeError (it used to return NULL
+    # without an exception: SystemError), anything else a TypeError.
+    from aioloop import _core
+    raw = _core.Loop.__new__(_core.Loop)
+    with socket.socket() as s:
+        with pytest.raises(RuntimeError, match="never initialized"):
+            _core.Listener(raw, s.fileno(), print)
+        with pytest.raises(RuntimeError, match="never initialized"):
+            _core.StreamTransport(raw, s, asyncio.Protocol())
+        with pytest.raises(TypeError, match="aioloop loop"):
+            _core.Listener(object(), s.fileno(), print)
