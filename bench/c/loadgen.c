@@ -287,6 +287,20 @@ static int run_idle(int conns)
 }
 
 /* Short connections, PARALLEL at a time, through epoll. */
+/* One epoll event of a short-lived connection: 0 to go on, < 0 on an
+ * error, > 0 when the exchange is over. */
+static int conn_event(conn_t *c, uint32_t events)
+{
+    if (events & EPOLLERR)
+        return -1;
+    int r = 0;
+    if (events & EPOLLOUT)
+        r = pump_send(c);
+    if (r == 0 && (events & (EPOLLIN | EPOLLHUP)))
+        r = pump_recv(c);
+    return r;
+}
+
 static int run_short(long total, int parallel, long report_every)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -316,13 +330,7 @@ static int run_short(long total, int parallel, long report_every)
             conn_t *c = evs[i].data.ptr;
             if (c->fd < 0)
                 continue;
-            int r = 0;
-            if (evs[i].events & EPOLLERR)
-                r = -1;
-            if (r == 0 && (evs[i].events & EPOLLOUT))
-                r = pump_send(c);
-            if (r == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP)))
-                r = pump_recv(c);
+            int r = conn_event(c, evs[i].events);
             if (r == 0)
                 continue;
             if (r < 0)
@@ -408,13 +416,7 @@ static int run_conn(int parallel, double seconds, double warmup)
             conn_t *c = evs[i].data.ptr;
             if (c->fd < 0)
                 continue;
-            int r = 0;
-            if (evs[i].events & EPOLLERR)
-                r = -1;
-            if (r == 0 && (evs[i].events & EPOLLOUT))
-                r = pump_send(c);
-            if (r == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP)))
-                r = pump_recv(c);
+            int r = conn_event(c, evs[i].events);
             if (r == 0)
                 continue;
             uint64_t done = now_ns();
