@@ -21,6 +21,10 @@ int aio_set_errno_error(int err)
 
 static struct PyModuleDef aio_module_def;
 
+/* faultmod.c */
+extern PyMethodDef aio_fault_methods[];
+int aio_fault_add_sites(PyObject *m);
+
 aio_state *aio_get_state_by_type(PyTypeObject *tp)
 {
     PyObject *mod = PyType_GetModuleByDef(tp, &aio_module_def);
@@ -125,6 +129,8 @@ static int aio_exec(PyObject *m)
         return -1;
     if (PyModule_AddIntConstant(m, "DEFAULT_THREADS", aio_default_threads()) < 0)
         return -1;
+    if (aio_fault_add_sites(m) < 0)
+        return -1;
     return 0;
 }
 
@@ -204,6 +210,7 @@ static struct PyModuleDef aio_module_def = {
     .m_name = "aioloop._core",
     .m_doc = "C core of aioloop: the event loop, handles and the completion engine.",
     .m_size = sizeof(aio_state),
+    .m_methods = aio_fault_methods,
     .m_slots = aio_slots,
     .m_traverse = aio_traverse,
     .m_clear = aio_clear,
