@@ -9,8 +9,11 @@ ENV=VALUE sets an environment variable for that server only (the knobs in
 docs/benchmarks.md).  KIND is an echo style of ``bench.servers`` or
 ``short`` (connect, 16 bytes echoed, close: SIZE is ignored, CONNS clients
 at once, 10,000 connections per round).  Prints, per variant, the median
-requests/s, its ratio to the first variant, and the server's CPU per
-request (all threads, and the loop thread's share).  Used to decide the
+requests/s, the median of its per-round ratios to the first variant with
+their min-max (the figure to quote: rounds are interleaved, so a ratio
+compares runs minutes apart at most), and the server's CPU per request (all
+threads, and the loop thread's share).  Use at least 7 rounds on a shared
+machine.  Used to decide the
 byte path's changes in issue 12; numbers are for this machine only.
 """
 import json
@@ -82,11 +85,13 @@ def main(argv):
     for r in range(rounds):
         for label, loop, env, cwd in variants[r % len(variants):] + variants[:r % len(variants)]:
             results[label].append(run(loop, env, cwd, kind, size, conns, seconds))
-    base = statistics.median(x[0] for x in results[variants[0][0]])
+    first = results[variants[0][0]]
     for label, *_ in variants:
         rows = results[label]
         rps = statistics.median(x[0] for x in rows)
-        print(f"{label:<14} {rps:10,.0f}/s {rps / base:5.2f}x  "
+        ratios = [x[0] / b[0] for x, b in zip(rows, first)]
+        print(f"{label:<14} {rps:10,.0f}/s {statistics.median(ratios):5.2f}x "
+              f"[{min(ratios):.2f}-{max(ratios):.2f}]  "
               f"cpu {statistics.median(x[1] for x in rows):6.1f} us  "
               f"loop thread {statistics.median(x[2] for x in rows):6.1f} us  "
               f"rounds {[round(x[0]) for x in rows]}")
