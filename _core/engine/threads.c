@@ -43,6 +43,12 @@ static int th_stream_submit(aio_engine *e, aio_stream *s, aio_req *r)
     return aio__worker_submit(e, s->b.t.worker, r);
 }
 
+/* The stream's worker runs (START went to it), so CLOSE cannot fail. */
+static void th_stream_close(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    aio__worker_push(e, s->b.t.worker, r);
+}
+
 static void th_stream_fini(aio_engine *e, aio_stream *s)
 {
     (void)e;
@@ -101,7 +107,8 @@ const aio_backend aio__backend_threads = {
     .name = "threads",
     .setup = th_setup,
     .stream_init = th_stream_init,
-    .stream_control = th_stream_submit,
+    .stream_start = th_stream_submit,
+    .stream_close = th_stream_close,
     .stream_write = th_stream_submit,
     .stream_kick = aio__threads_unpark,
     .stream_fini = th_stream_fini,
