@@ -264,3 +264,22 @@ def test_call_soon_threadsafe_wakes_a_loop_about_to_sleep(engine):
             slow += 1
     loop.close()
     assert slow == 0
+
+
+@pytest.mark.parametrize("how", ["Loop", "new_event_loop", "env"])
+@pytest.mark.parametrize("kind", ["threads", "resolver_threads"])
+def test_thread_counts_are_bounded(how, kind):
+    """Issue item 11: threads=5000 opened 10,006 descriptors at loop
+    creation; counts above 64 are refused with a clear ValueError."""
+    if how == "env":
+        var = "AIOLOOP_THREADS" if kind == "threads" else "AIOLOOP_RESOLVER_THREADS"
+        code = "import aioloop; aioloop.new_event_loop()"
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=dict(os.environ, **{var: "5000"}))
+        assert p.returncode != 0 and "ValueError" in p.stderr and "64" in p.stderr
+        return
+    make = aioloop.Loop if how == "Loop" else aioloop.new_event_loop
+    with pytest.raises(ValueError, match=f"{kind} must be from 1 to 64"):
+        make(**{kind: 5000})
+    loop = make(**{kind: 64})   # the bound itself is fine
+    loop.close()
