@@ -75,6 +75,8 @@ typedef struct aio_pool {
     char *chunks[AIO_POOL_MAX_CHUNKS];   /* append-only, published by nchunks */
     pthread_mutex_t grow_lock;           /* growth only; get/put never lock */
     _Atomic int64_t outstanding;         /* handed out and not yet returned */
+    _Atomic uint32_t puts;               /* buffers put back, ever (wraps) */
+    uint32_t trim_mark;                  /* puts at the last aio_pool_trim */
 } aio_pool;
 
 int aio_pool_init(aio_pool *p, size_t bufsize);
@@ -85,6 +87,11 @@ void aio_pool_destroy(aio_pool *p);
 void *aio_pool_get(aio_pool *p);
 /* Returns a buffer obtained from aio_pool_get.  Any thread. */
 void aio_pool_put(aio_pool *p, void *buf);
+/* Gives back the pages of free buffers nobody took since the last call,
+ * but for the last `keep` put back (the hottest).  One thread at a time
+ * (the loop thread); get and put may run meanwhile.  Returns the bytes
+ * dropped. */
+size_t aio_pool_trim(aio_pool *p, unsigned keep);
 
 /* ---- completion threads ---- */
 
@@ -233,6 +240,7 @@ struct aio_engine {
     aio_worker *blocking;    /* resolver workers (both backends) */
     unsigned rr_io, rr_blocking;
     aio_pool pool;           /* threads backend: read buffers */
+    long long last_trim_ns;  /* threads backend: the pool's last trim */
     size_t bufsize;
     _Atomic int64_t inflight;/* submitted and not yet flushed */
     int stopped;             /* aio_engine_stop ran */
