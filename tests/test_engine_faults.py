@@ -167,3 +167,54 @@ def test_close_releases_the_descriptor_whatever_fails(engine, site):
         print("ok")
     """, engine)
     assert "refused" in out and out.rstrip().endswith("ok")
+
+
+WALK = """
+async def scenario():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(Echo, "127.0.0.1", 0)
+    try:
+        port = srv.sockets[0].getsockname()[1]
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
+        try:
+            for n in (1, 100, 70000):
+                w.write(b"x" * n)
+                await asyncio.wait_for(r.readexactly(n), 1)
+        finally:
+            w.close()
+    finally:
+        srv.close()
+
+reached = 0
+for nth in range(1, DEPTH + 1):
+    loop = aioloop.new_event_loop(engine=ENGINE)
+    _core._fault_set(SITE, nth)
+    try:
+        loop.run_until_complete(scenario())
+    except (OSError, MemoryError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        pass
+    failed = _core._fault_failed(SITE)
+    _core._fault_reset()
+    gc.collect()
+    loop.close()
+    gc.collect()
+    if not failed:
+        break
+    reached = nth
+print("walked", reached)
+"""
+
+WALK_SITES = [(e, s) for e in ENGINES for s in ("stream", "req", "thread", "submit", "close")
+              if not (e == "uring" and s == "thread")]
+
+
+@pytest.mark.parametrize("engine,site", WALK_SITES, ids=[f"{e}-{s}" for e, s in WALK_SITES])
+def test_fault_walk(engine, site):
+    """Fails the 1st, 2nd, ... call at one site during a whole echo session
+    (server, connection, three sizes, close) until a run no longer reaches
+    it: every failure ends in an error for that session or none, never in
+    a crash.  AIOLOOP_FAULT_DEPTH sets how deep (3 here; `make fault` goes
+    further, under ASan+UBSan)."""
+    depth = int(os.environ.get("AIOLOOP_FAULT_DEPTH", "3"))
+    out = run(f"SITE = {site!r}\nDEPTH = {depth}\n" + WALK, engine, timeout=60 + 10 * depth)
+    assert int(out.split()[-1]) >= 1, out
