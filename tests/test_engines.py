@@ -386,6 +386,8 @@ loop.close()
 """
 
 
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="ASan's quarantine keeps freed memory")
 @pytest.mark.parametrize("engine", ENGINES)
 def test_read_buffers_given_back_after_a_burst(engine):
     """Issue item 7: 200 paused readers with data took the threads engine's
