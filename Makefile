@@ -1,7 +1,7 @@
 # Developer targets.  The README's two quick-start commands need none of this.
 PYTHON ?= python3
 
-.PHONY: build test engine-test sanitize sanitize-python stress stress-asan conformance bench bench-quick bench-callgrind clean
+.PHONY: build test engine-test sanitize sanitize-python fault stress stress-asan conformance bench bench-quick bench-callgrind clean
 
 build:                 ## build the extension in place
 	$(PYTHON) setup.py -q build_ext --inplace
@@ -21,6 +21,13 @@ sanitize-python:       ## the Python suite against an ASan+UBSan build of the ex
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 	    $(PYTHON) -m pytest tests/test_loop.py tests/test_streams.py tests/test_engines.py \
 	    -k "not emfile and not fork"
+	$(PYTHON) setup.py -q build_ext --inplace --force
+
+fault:                 ## every fault site walked: the engine's C walk (deep) and the Python fault tests, under ASan+UBSan
+	AIO_FAULT_MAX=64 ASAN_OPTIONS=detect_leaks=1 $(MAKE) -C _core/tests run SANITIZE=address
+	AIOLOOP_SANITIZE=address $(PYTHON) setup.py -q build_ext --inplace --force
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
+	    AIOLOOP_FAULT_DEPTH=30 $(PYTHON) -m pytest tests/test_engine_faults.py tests/test_engines.py -p no:cacheprovider
 	$(PYTHON) setup.py -q build_ext --inplace --force
 
 stress: build          ## the stress suite at full size on aioloop's engines, asyncio and uvloop (docs/stress.md)

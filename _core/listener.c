@@ -57,19 +57,12 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         Py_DECREF(l);
         return NULL;
     }
-    l->stream = aio_stream_new(L->engine, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS, l);
-    int rc = l->stream ? aio_stream_control(L->engine, l->stream, AIO_OP_STREAM_START)
-                       : -ENOMEM;
-    if (rc < 0) {
-        free(l->stream);
-        l->stream = NULL;
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
+    if (aio_stream_open_owned(L, l->fd, AIO_STREAM_LISTENER, ACCEPT_CREDITS,
+                              &aio_listener_stream_ops, (PyObject *)l, &l->stream) < 0) {
         l->closing = 1;
         Py_DECREF(l);
         return NULL;
     }
-    aio_stream_link(L, l->stream);
     return (PyObject *)l;
 }
 
@@ -102,14 +95,12 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
         aio_stream_pause(l->stream);
         /* CLOSE first: a completion-based backend cancels the accept in flight at
          * once, which holds its own reference to the socket. */
-        int rc = aio_stream_control(l->loop->engine, l->stream, AIO_OP_STREAM_CLOSE);
+        aio_stream_close(l->loop->engine, l->stream);   /* never fails */
         int ph = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (ph >= 0) {
             dup3(ph, l->fd, O_CLOEXEC);
             close(ph);
         }
-        if (rc < 0)
-            return aio_set_errno_error(-rc), NULL;
     }
     Py_RETURN_NONE;
 }

@@ -941,6 +941,15 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
                                           "buffer_size between 1024 and 16 MiB");
         return -1;
     }
+    if (threads > AIO_MAX_THREADS || resolver > AIO_MAX_THREADS) {
+        /* Each thread costs an eventfd, an epoll descriptor and a stack at
+         * loop creation; more cannot help one dispatching thread. */
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be from 1 to %d (0: the default), not %d",
+                     threads > AIO_MAX_THREADS ? "threads" : "resolver_threads", AIO_MAX_THREADS,
+                     threads > AIO_MAX_THREADS ? threads : resolver);
+        return -1;
+    }
     if (ring_buffers < 0 || ring_buffers > 32768 || (ring_buffers & (ring_buffers - 1)) != 0) {
         /* The kernel takes at most 32,768 provided buffers per ring. */
         PyErr_Format(PyExc_ValueError,

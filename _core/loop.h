@@ -95,8 +95,14 @@ static inline int aio_loop_time_overridden(LoopObject *L)
 int aio_stream_completion(LoopObject *L, aio_req *r, int deliver);
 PyObject *aio_loop_create_future(LoopObject *L);
 /* streams.c */
-void aio_stream_link(LoopObject *L, aio_stream *s);
+/* Opens a started stream for owner (which it then holds a reference to):
+ * 0, or -1 with MemoryError/OSError set and nothing left behind. */
+int aio_stream_open_owned(LoopObject *L, int fd, int kind, int credits, const aio_stream_ops *ops,
+                          PyObject *owner, aio_stream **out);
 void aio_stream_unlink_free(LoopObject *L, aio_stream *s);
+/* The owners' callback tables (transport.c and listener.c implement them). */
+extern const aio_stream_ops aio_transport_stream_ops;
+extern const aio_stream_ops aio_listener_stream_ops;
 int aio_in_context(PyObject *ctx, int (*fn)(PyObject *, aio_req *, int), PyObject *owner,
                    aio_req *r, int deliver);
 /* transport.c and listener.c, for streams.c */

@@ -1,14 +1,49 @@
 /* The loop's streams: the engine lists them; the binding holds a strong
- * reference to each owner (a transport or a listener) from START until the
- * stream is freed, so an owner outlives every completion that names it. */
+ * reference to each owner (a transport or a listener) from open until the
+ * stream is freed, so an owner outlives every completion that names it.
+ * Completions and the engine's end reach the owner through the callback
+ * table it gave at open (aio_stream_ops): nothing here knows the kinds. */
 #include "loop.h"
 
-/* A live stream holds a strong reference to its owner: the owner outlives
- * every completion that names it. */
-void aio_stream_link(LoopObject *L, aio_stream *s)
+#include <errno.h>
+
+static int transport_completion(void *owner, aio_req *r, int deliver)
 {
-    (void)L;   /* the engine lists the stream; the binding holds its owner */
-    Py_INCREF((PyObject *)aio_stream_owner(s));
+    return aio_transport_stream_completion(owner, r, deliver);
+}
+
+static void transport_engine_gone(void *owner)
+{
+    aio_transport_engine_gone(owner);
+}
+
+static int listener_completion(void *owner, aio_req *r, int deliver)
+{
+    return aio_listener_completion(owner, r, deliver);
+}
+
+static void listener_engine_gone(void *owner)
+{
+    aio_listener_engine_gone(owner);
+}
+
+const aio_stream_ops aio_transport_stream_ops = {transport_completion, transport_engine_gone};
+const aio_stream_ops aio_listener_stream_ops = {listener_completion, listener_engine_gone};
+
+int aio_stream_open_owned(LoopObject *L, int fd, int kind, int credits, const aio_stream_ops *ops,
+                          PyObject *owner, aio_stream **out)
+{
+    int rc = aio_stream_open(L->engine, fd, kind, credits, ops, owner, out);
+    if (rc < 0) {
+        if (rc == -ENOMEM)
+            PyErr_NoMemory();
+        else
+            aio_set_errno_error(-rc);
+        return -1;
+    }
+    /* A live stream holds a strong reference to its owner. */
+    Py_INCREF(owner);
+    return 0;
 }
 
 void aio_stream_unlink_free(LoopObject *L, aio_stream *s)
@@ -20,17 +55,14 @@ void aio_stream_unlink_free(LoopObject *L, aio_stream *s)
     Py_DECREF(owner);
 }
 
-/* Every stream completion, to its owner by kind; deliver=0 while the loop
- * closes (release memory, call nothing).  -1 only when SystemExit or
+/* Every stream completion, to its owner's callback; deliver=0 while the
+ * loop closes (release memory, call nothing).  -1 only when SystemExit or
  * KeyboardInterrupt must propagate. */
 int aio_stream_completion(LoopObject *L, aio_req *r, int deliver)
 {
     (void)L;
     aio_stream *s = r->u.ctl.s;
-    PyObject *owner = aio_stream_owner(s);
-    if (aio_stream_kind(s) == AIO_STREAM_LISTENER)
-        return aio_listener_completion(owner, r, deliver);
-    return aio_transport_stream_completion(owner, r, deliver);
+    return aio_stream_ops_of(s)->completion(aio_stream_owner(s), r, deliver);
 }
 
 /* After the engine stopped: free every stream, telling its owner. */
@@ -38,10 +70,7 @@ void aio_streams_shutdown(LoopObject *L)
 {
     aio_stream *s;
     while ((s = aio_engine_streams(L->engine)) != NULL) {
-        if (aio_stream_kind(s) == AIO_STREAM_LISTENER)
-            aio_listener_engine_gone(aio_stream_owner(s));
-        else
-            aio_transport_engine_gone(aio_stream_owner(s));
+        aio_stream_ops_of(s)->engine_gone(aio_stream_owner(s));
         aio_stream_unlink_free(L, s);
     }
 }

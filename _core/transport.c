@@ -171,9 +171,8 @@ static void begin_close(TransportObject *t, PyObject *exc)
     t->close_submitted = 1;
     if (t->stream != NULL) {
         aio_stream_pause(t->stream);
-        /* Out of memory for a small request: the socket stays registered
-         * until the loop closes; connection_lost still comes. */
-        (void)aio_stream_control(t->loop->engine, t->stream, AIO_OP_STREAM_CLOSE);
+        /* Never fails: its CLOSE was allocated with the stream. */
+        aio_stream_close(t->loop->engine, t->stream);
     }
     PyObject *arg = exc ? exc : Py_None;
     PyObject *m = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
@@ -1532,20 +1531,9 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     t->inline_writes = L->inline_writes;
     if (t->extra_slot == NULL || set_protocol(t, protocol) < 0)
         goto fail;
-    t->stream = aio_stream_new(L->engine, fd, AIO_STREAM_CONN, READ_CREDITS, t);
-    if (t->stream == NULL) {
-        PyErr_NoMemory();
+    if (aio_stream_open_owned(L, fd, AIO_STREAM_CONN, READ_CREDITS, &aio_transport_stream_ops,
+                              (PyObject *)t, &t->stream) < 0)
         goto fail;
-    }
-    int rc = aio_stream_control(L->engine, t->stream, AIO_OP_STREAM_START);
-    if (rc < 0) {
-        free(t->stream);
-        t->stream = NULL;
-        errno = -rc;
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto fail;
-    }
-    aio_stream_link(L, t->stream);
     return (PyObject *)t;
 fail:
     t->closing = 1;

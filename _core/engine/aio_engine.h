@@ -111,10 +111,6 @@ typedef struct aio_req {
 
 #define AIO_REQ_OF(n) ((aio_req *)(void *)(n))
 
-/* Releases what a request owns (strings, addrinfo results) and the request. */
-void aio_req_free(aio_req *r);
-
-
 /* Releases what a request owns (strings, addrinfo results, a backend's read
  * buffer) and the request. */
 void aio_req_free(aio_req *r);
@@ -126,14 +122,21 @@ typedef struct aio_stream aio_stream;
 
 typedef struct aio_engine_config {
     const char *backend;     /* "auto", "threads" or "uring" */
-    int threads;             /* completion threads (threads backend); 0: default */
-    int resolver_threads;    /* threads for getaddrinfo/getnameinfo; 0: default */
+    int threads;             /* completion threads (threads backend), 0 (the
+                                default) or 1..AIO_MAX_THREADS */
+    int resolver_threads;    /* threads for getaddrinfo/getnameinfo, 0 (the
+                                default, 2) or 1..AIO_MAX_THREADS */
     size_t bufsize;          /* bytes per read buffer; 0: the backend's default
                                 (threads: 256 KiB, one read per asyncio-sized
                                 chunk; io_uring: 64 KiB, large reads go direct) */
     unsigned ring_buffers;   /* uring provided buffers, a power of two */
     int watch_fd;            /* the loop's epoll descriptor, waited on with the engine */
 } aio_engine_config;
+
+/* The most threads of either group: each costs an eventfd, an epoll
+ * descriptor and a stack; more than this many cannot help a loop that
+ * dispatches on one thread.  aio_engine_new refuses more with -EINVAL. */
+#define AIO_MAX_THREADS 64
 
 /* The names aio_backend_resolve accepts, for messages. */
 #define AIO_ENGINE_NAMES "'auto', 'threads' or 'uring'"
@@ -209,30 +212,58 @@ void aio_engine_get_stats(aio_engine *e, aio_engine_stats *out);
 
 /* ---- streams: a connected socket or a listener served by the engine ----
  *
- * The loop creates a stream, submits START, then WRITEs, REARMs and
- * finally CLOSE (in that order), and frees it after the CLOSE completion:
- * the engine never touches a stream after completing CLOSE, and every
- * completion it produced for the stream before comes first.
+ * A stream has one owner (a transport, a listener, the TLS layer) and one
+ * life: aio_stream_open gives a started stream or nothing, the loop
+ * WRITEs and lets it read, and aio_stream_close ends it; the owner's
+ * completion callback sees the CLOSE completion last, after every other
+ * completion of the stream, and then frees the stream (aio_stream_free).
+ * The engine allocates every request of a stream itself (START and CLOSE
+ * with the stream, at open: closing cannot run out of memory, as libuv's
+ * uv_close cannot fail); the loop releases each completion it flushed with
+ * aio_req_free, the one way a completion goes back.
  *
  * Reads and accepts are bounded by credits: at most `credits` completions
  * unconsumed (not yet released) at once, and none while paused. */
 enum aio_stream_kind { AIO_STREAM_CONN = 0, AIO_STREAM_LISTENER = 1 };
 
-/* Creates a stream for fd, paused (no read or accept completions until
- * aio_stream_resume).  NULL on ENOMEM. */
-aio_stream *aio_stream_new(aio_engine *e, int fd, int kind, int credits, void *owner);
+/* What the loop calls for a stream's owner, given at open and kept in the
+ * stream, so that no one switches on the kind of owner (as libuv's uv__io_t
+ * carries its callback). */
+typedef struct aio_stream_ops {
+    /* A flushed completion of the stream (START, READ, ACCEPT, WRITE,
+     * CLOSE); deliver=0 while the loop closes (release memory, call nothing
+     * of the user).  Returns 0, or -1 when an exception must propagate. */
+    int (*completion)(void *owner, aio_req *r, int deliver);
+    /* The engine stopped with the stream open: forget it (the loop frees
+     * it right after); no completion of it will come. */
+    void (*engine_gone)(void *owner);
+} aio_stream_ops;
+
+/* Opens a stream for fd, paused (no read or accept completions until
+ * aio_stream_resume): allocates it and its requests, links it into the
+ * engine's list and submits START.  Returns 0 with *out the started stream,
+ * or -errno with *out NULL and nothing left behind (-ENOMEM, -EAGAIN when a
+ * completion thread could not start, -ESHUTDOWN after aio_engine_stop,
+ * -ECHILD in a forked child).  START comes back as a completion whose
+ * result says whether the backend took the descriptor. */
+int aio_stream_open(aio_engine *e, int fd, int kind, int credits, const aio_stream_ops *ops,
+                    void *owner, aio_stream **out);
+/* Ends the stream: cancels its pending write and its reads, unregisters it,
+ * and completes CLOSE once nothing of the stream is in flight.  Never
+ * fails: what cannot be submitted now is queued and submitted later.  A
+ * second call does nothing. */
+void aio_stream_close(aio_engine *e, aio_stream *s);
 /* Frees a stream after its CLOSE came back (or the engine stopped), with any
  * request the engine still held for it. */
 void aio_stream_free(aio_engine *e, aio_stream *s);
 void *aio_stream_owner(const aio_stream *s);
+const aio_stream_ops *aio_stream_ops_of(const aio_stream *s);
 int aio_stream_kind(const aio_stream *s);
 /* The engine's open streams, newest first (loop thread). */
 aio_stream *aio_engine_streams(aio_engine *e);
 aio_stream *aio_stream_next(const aio_stream *s);
 /* Submits a WRITE (one in flight per stream).  Returns 0 or -errno. */
 int aio_stream_write(aio_engine *e, aio_stream *s, aio_req *r);
-/* Submits a control request (START, REARM, CLOSE). Returns 0 or -errno. */
-int aio_stream_control(aio_engine *e, aio_stream *s, int op);
 /* One non-blocking send from the loop thread, for a write with nothing
  * queued.  Returns bytes sent (maybe 0) or -errno (never -EAGAIN). */
 long aio_stream_send_now(aio_engine *e, aio_stream *s, const struct iovec *iov, int iovcnt);

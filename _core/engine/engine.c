@@ -72,12 +72,27 @@ const char *aio_backend_resolve(const char *name)
     return NULL;
 }
 
+int aio__engine_forked(const aio_engine *e)
+{
+    return getpid() != e->pid;
+}
+
+aio_req *aio__req_alloc(size_t extra)
+{
+    if (aio_fault_hit(AIO_FAULT_REQ))
+        return NULL;
+    return calloc(1, sizeof(aio_req) + extra);
+}
+
 static void engine_free_common(aio_engine *e)
 {
     aio__workers_free(e->blocking, e->nblocking);
     e->blocking = NULL;
     if (e->cq_wake.fd >= 0) {
-        if (e->watch_fd >= 0)
+        /* In a forked child the loop's epoll is the parent's too (one open
+         * file description): removing the eventfd there would remove the
+         * parent's wakeup.  Closing our descriptor is all the child does. */
+        if (e->watch_fd >= 0 && !aio__engine_forked(e))
             epoll_ctl(e->watch_fd, EPOLL_CTL_DEL, e->cq_wake.fd, NULL);
         aio_wakeup_close(&e->cq_wake);
     }
@@ -90,6 +105,7 @@ static int engine_create(aio_engine **out, const aio_backend *be, const aio_engi
     if (e == NULL)
         return -ENOMEM;
     e->backend = be;
+    e->pid = getpid();
     e->cq_wake.fd = -1;
     e->watch_fd = cfg->watch_fd;
     e->bufsize = cfg->bufsize;
@@ -122,7 +138,8 @@ int aio_engine_new(aio_engine **out, const aio_engine_config *cfg)
 {
     *out = NULL;
     const char *name = aio_backend_resolve(cfg->backend);
-    if (name == NULL)
+    if (name == NULL || cfg->threads < 0 || cfg->threads > AIO_MAX_THREADS ||
+        cfg->resolver_threads < 0 || cfg->resolver_threads > AIO_MAX_THREADS)
         return -EINVAL;
     const aio_backend *be = backend_named(name);
     if (be == NULL)
@@ -158,8 +175,28 @@ int aio_engine_has_completions(aio_engine *e)
     return !aio_mpsc_empty(&e->cq);
 }
 
+static void close_now(aio_engine *e, aio_stream *s, aio_req *r);
+
+/* CLOSEs deferred by aio_stream_close go to the backend now. */
+static void run_deferred_closes(aio_engine *e)
+{
+    aio_stream *s = e->close_later;
+    e->close_later = NULL;
+    while (s != NULL) {
+        aio_stream *next = s->close_next;
+        s->close_next = NULL;
+        s->close_deferred = 0;
+        aio_req *r = s->close_req;
+        s->close_req = NULL;
+        close_now(e, s, r);
+        s = next;
+    }
+}
+
 aio_qnode *aio_engine_flush(aio_engine *e)
 {
+    if (e->close_later != NULL && !e->stopped)
+        run_deferred_closes(e);
     e->backend->reap(e);
     aio_qnode *first = aio_mpsc_flush(&e->cq);
     int64_t n = 0;
@@ -201,6 +238,10 @@ int aio_engine_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_ev
 
 void aio_engine_stop(aio_engine *e)
 {
+    /* Deferred CLOSEs first: the threads backend's workers still execute a
+     * CLOSE while stopping (it unregisters the descriptor). */
+    if (e->close_later != NULL)
+        run_deferred_closes(e);
     e->stopped = 1;
     e->backend->stop(e);
     aio__workers_stop(e->blocking, e->nblocking);
@@ -235,25 +276,84 @@ void aio_engine_get_stats(aio_engine *e, aio_engine_stats *out)
 
 /* ---- streams ---- */
 
-aio_stream *aio_stream_new(aio_engine *e, int fd, int kind, int credits, void *owner)
+int aio_stream_open(aio_engine *e, int fd, int kind, int credits, const aio_stream_ops *ops,
+                    void *owner, aio_stream **out)
 {
-    aio_stream *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return NULL;
+    *out = NULL;
+    if (e->stopped)
+        return -ESHUTDOWN;
+    if (aio__engine_forked(e))
+        return -ECHILD;   /* the parent's threads and ring: not ours */
+    aio_stream *s = aio_fault_hit(AIO_FAULT_STREAM) ? NULL : calloc(1, sizeof *s);
+    aio_req *start = s ? aio__req_alloc(0) : NULL;
+    aio_req *close_req = start ? aio__req_alloc(0) : NULL;
+    if (close_req == NULL) {
+        free(start);
+        free(s);
+        return -ENOMEM;
+    }
     s->fd = fd;
     s->kind = kind;
     s->credits = credits > 0 ? credits : 1;
     s->owner = owner;
+    s->ops = ops;
     atomic_init(&s->unconsumed, 0);
     atomic_init(&s->paused, 1);
+    close_req->op = AIO_OP_STREAM_CLOSE;
+    close_req->u.ctl.s = s;
+    s->close_req = close_req;
+    start->op = AIO_OP_STREAM_START;
+    start->u.ctl.s = s;
     e->backend->stream_init(e, s);
+    int rc = e->backend->stream_start(e, s, start);
+    if (rc < 0) {
+        /* Nothing was registered or completed: the stream never existed. */
+        e->backend->stream_fini(e, s);
+        free(start);
+        free(close_req);
+        free(s);
+        return rc;
+    }
     s->lprev = NULL;
     s->lnext = e->streams;
     if (e->streams)
         e->streams->lprev = s;
     e->streams = s;
     e->nstreams++;
-    return s;
+    *out = s;
+    return 0;
+}
+
+static void close_now(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    if (aio__engine_forked(e)) {
+        /* No thread of the parent's runs here and its epoll is shared:
+         * the stream is done as it is. */
+        r->result = 0;
+        aio__complete(e, r);
+        return;
+    }
+    e->backend->stream_close(e, s, r);
+}
+
+void aio_stream_close(aio_engine *e, aio_stream *s)
+{
+    if (s->close_req == NULL || s->close_deferred)
+        return;   /* closed already */
+    if (e->stopped)
+        return;   /* the loop frees the stream with the engine */
+    atomic_store(&s->paused, 1);
+    if (aio_fault_hit(AIO_FAULT_CLOSE)) {
+        /* As if the backend could not take it now: queued, and submitted
+         * at the next flush. */
+        s->close_deferred = 1;
+        s->close_next = e->close_later;
+        e->close_later = s;
+        return;
+    }
+    aio_req *r = s->close_req;
+    s->close_req = NULL;
+    close_now(e, s, r);
 }
 
 void aio_stream_free(aio_engine *e, aio_stream *s)
@@ -267,15 +367,27 @@ void aio_stream_free(aio_engine *e, aio_stream *s)
     if (s->lnext)
         s->lnext->lprev = s->lprev;
     e->nstreams--;
+    if (s->close_deferred) {
+        aio_stream **pp = &e->close_later;
+        while (*pp != s)
+            pp = &(*pp)->close_next;
+        *pp = s->close_next;
+    }
     e->backend->stream_fini(e, s);
     if (s->wreq != NULL)
         aio_req_free(s->wreq);   /* a write parked on a stopped engine */
+    free(s->close_req);
     free(s);
 }
 
 void *aio_stream_owner(const aio_stream *s)
 {
     return s->owner;
+}
+
+const aio_stream_ops *aio_stream_ops_of(const aio_stream *s)
+{
+    return s->ops;
 }
 
 int aio_stream_kind(const aio_stream *s)
@@ -299,21 +411,6 @@ int aio_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
         return -ESHUTDOWN;
     r->u.wr.s = s;
     return e->backend->stream_write(e, s, r);
-}
-
-int aio_stream_control(aio_engine *e, aio_stream *s, int op)
-{
-    if (e->stopped)
-        return -ESHUTDOWN;
-    aio_req *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return -ENOMEM;
-    r->op = op;
-    r->u.ctl.s = s;
-    int rc = e->backend->stream_control(e, s, r);
-    if (rc < 0)
-        free(r);
-    return rc;
 }
 
 long aio_stream_send_now(aio_engine *e, aio_stream *s, const struct iovec *iov, int iovcnt)

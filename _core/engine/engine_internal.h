@@ -6,8 +6,10 @@
 
 #include "aio_engine.h"
 #include "aio_atomic.h"
+#include "aio_fault.h"
 
 #include <pthread.h>
+#include <sys/types.h>
 
 /* Invariants checked in debug builds (AIOLOOP_DEBUG=1, the sanitizer builds
  * and the engine's C tests define AIO_DEBUG); free in release builds. */
@@ -73,6 +75,8 @@ typedef struct aio_pool {
     char *chunks[AIO_POOL_MAX_CHUNKS];   /* append-only, published by nchunks */
     pthread_mutex_t grow_lock;           /* growth only; get/put never lock */
     _Atomic int64_t outstanding;         /* handed out and not yet returned */
+    _Atomic uint32_t puts;               /* buffers put back, ever (wraps) */
+    uint32_t trim_mark;                  /* puts at the last aio_pool_trim */
 } aio_pool;
 
 int aio_pool_init(aio_pool *p, size_t bufsize);
@@ -83,6 +87,11 @@ void aio_pool_destroy(aio_pool *p);
 void *aio_pool_get(aio_pool *p);
 /* Returns a buffer obtained from aio_pool_get.  Any thread. */
 void aio_pool_put(aio_pool *p, void *buf);
+/* Gives back the pages of free buffers nobody took since the last call,
+ * but for the last `keep` put back (the hottest).  One thread at a time
+ * (the loop thread); get and put may run meanwhile.  Returns the bytes
+ * dropped. */
+size_t aio_pool_trim(aio_pool *p, unsigned keep);
 
 /* ---- completion threads ---- */
 
@@ -119,8 +128,11 @@ int aio__workers_init(aio_engine *e, aio_worker **out, int n, int blocking);
 /* Stops and joins a group; what was never executed comes back cancelled. */
 void aio__workers_stop(aio_worker *ws, int n);
 void aio__workers_free(aio_worker *ws, int n);
-/* Hands a request to one worker.  Returns 0 or -errno. */
+/* Hands a request to one worker, starting its thread first if needed.
+ * Returns 0 or -errno (-EAGAIN: no thread; the request stays the caller's). */
 int aio__worker_submit(aio_engine *e, aio_worker *w, aio_req *r);
+/* Hands a request to a worker whose thread runs already: cannot fail. */
+void aio__worker_push(aio_engine *e, aio_worker *w, aio_req *r);
 /* Executes one request on the calling worker.  Returns 1 when the request is
  * finished (the caller completes it), 0 when a stream kept it (a write
  * waiting for EPOLLOUT).  Completions it produced go to `out`. */
@@ -146,6 +158,7 @@ struct aio_uring_stream {
     struct aio_stream *next_starved, *prev_starved;
     /* Direct reads (large ones): a poll instead of a recv is armed, and the
      * loop reads the socket itself when it fires (rd.ready). */
+    int retry;               /* an arm or a cancel waits for an SQE (see uring.c) */
     int direct;              /* the next arm is a poll */
     int polling;             /* the operation in the ring is that poll */
     int ready_out;           /* a rd.ready completion awaits the loop's recv */
@@ -156,7 +169,11 @@ struct aio_stream {
     int kind;                /* enum aio_stream_kind */
     int credits;             /* most unconsumed completions at once */
     void *owner;             /* the loop's object; never dereferenced here */
+    const aio_stream_ops *ops;          /* the owner's callbacks */
     struct aio_stream *lprev, *lnext;   /* the engine's list of open streams */
+    aio_req *close_req;      /* CLOSE, allocated at open; NULL once submitted */
+    struct aio_stream *close_next;      /* on the engine's deferred CLOSEs */
+    int close_deferred;      /* CLOSE waits on that list (fault injection) */
     _Atomic int unconsumed;
     _Atomic int paused;
     /* The backend's (the worker's on threads, the loop thread's on uring). */
@@ -180,8 +197,11 @@ typedef struct aio_backend {
     int (*setup)(aio_engine *e, const aio_engine_config *cfg);
     /* Binds a new stream (picks its worker, ...). */
     void (*stream_init)(aio_engine *e, aio_stream *s);
-    /* START, REARM or CLOSE; 0 or -errno (then the request is the caller's). */
-    int (*stream_control)(aio_engine *e, aio_stream *s, aio_req *r);
+    /* Takes START: 0, or -errno and the request is the caller's again and
+     * nothing of the stream was registered or completed. */
+    int (*stream_start)(aio_engine *e, aio_stream *s, aio_req *r);
+    /* Takes CLOSE; cannot fail (what it cannot submit now, it queues). */
+    void (*stream_close)(aio_engine *e, aio_stream *s, aio_req *r);
     int (*stream_write)(aio_engine *e, aio_stream *s, aio_req *r);
     /* aio_stream_recv_now read (res as it returns); NULL: never called,
      * the backend sends no rd.ready completions. */
@@ -220,13 +240,26 @@ struct aio_engine {
     aio_worker *blocking;    /* resolver workers (both backends) */
     unsigned rr_io, rr_blocking;
     aio_pool pool;           /* threads backend: read buffers */
+    long long last_trim_ns;  /* threads backend: the pool's last trim */
     size_t bufsize;
     _Atomic int64_t inflight;/* submitted and not yet flushed */
     int stopped;             /* aio_engine_stop ran */
+    pid_t pid;               /* the process that created the engine: a forked
+                                child owns none of its threads, and its
+                                epoll and eventfd registrations are shared
+                                with the parent, so the child never touches
+                                them (aio__engine_forked) */
     aio_stream *streams;     /* open streams, newest first */
+    aio_stream *close_later; /* CLOSEs deferred, submitted at the next flush */
     int64_t nstreams;
     uint64_t n_completions, n_submissions, bytes_in, bytes_out;
 };
+
+/* 1 in a child forked after the engine was created. */
+int aio__engine_forked(const aio_engine *e);
+/* A request of the engine's own, zeroed; NULL when memory is short (or the
+ * "req" fault site fires). */
+aio_req *aio__req_alloc(size_t extra);
 
 /* Pushes one completion produced on the loop thread. */
 void aio__complete(aio_engine *e, aio_req *r);

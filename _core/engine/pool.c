@@ -5,17 +5,31 @@
  * owns the buffer.  The free list links buffers by index; its head packs a
  * 32-bit tag with the index so that a pop racing with pop+push of the same
  * buffer (ABA) fails its compare-exchange instead of corrupting the list.
- * Growth takes a mutex; get and put never do. */
+ * Growth takes a mutex; get and put never do.
+ *
+ * Memory taken for a burst is given back after it (aio_pool_trim): a free
+ * buffer that nobody took for a whole trim interval has its payload pages
+ * dropped (madvise MADV_DONTNEED; the chunks are private anonymous
+ * mappings, so the pages come back zeroed on the next touch).  Buffers in
+ * use keep being reused from the top of the free list, so they stay hot and
+ * are never trimmed.  A buffer's state word keeps a taker from writing into
+ * it while the trimmer drops its pages. */
 #include "engine_internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum { BUF_FREE = 0, BUF_USED = 1, BUF_TRIMMING = 2, BUF_TRIMMED = 3 };
 
 typedef struct aio_buf_hdr {
     _Atomic uint32_t next;      /* index + 1 of the next free buffer, 0 = end */
     uint32_t index;
-    uint64_t pad;               /* keeps the payload 16-byte aligned */
+    _Atomic uint32_t state;     /* BUF_*: taken, free (dirty), being trimmed, trimmed */
+    _Atomic uint32_t stamp;     /* the pool's put count when last put back */
 } aio_buf_hdr;
 
 #define CHUNK_BUFS (1u << AIO_POOL_CHUNK_SHIFT)
@@ -34,6 +48,8 @@ int aio_pool_init(aio_pool *p, size_t bufsize)
     atomic_init(&p->head, 0);
     atomic_init(&p->nchunks, 0);
     atomic_init(&p->outstanding, 0);
+    atomic_init(&p->puts, 0);
+    p->trim_mark = 0;
     int rc = pthread_mutex_init(&p->grow_lock, NULL);
     return rc ? -rc : 0;
 }
@@ -42,7 +58,7 @@ void aio_pool_destroy(aio_pool *p)
 {
     uint32_t n = aio_load_acquire(&p->nchunks);
     for (uint32_t i = 0; i < n; i++) {
-        free(p->chunks[i]);
+        munmap(p->chunks[i], p->stride * CHUNK_BUFS);
         p->chunks[i] = NULL;
     }
     atomic_store(&p->nchunks, 0);
@@ -76,8 +92,10 @@ static int pool_grow(aio_pool *p)
         rc = -ENOMEM;
         goto out;
     }
-    char *chunk = malloc(p->stride * CHUNK_BUFS);
-    if (chunk == NULL) {
+    /* A mapping of its own: its pages can be dropped (aio_pool_trim). */
+    char *chunk = mmap(NULL, p->stride * CHUNK_BUFS, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (chunk == MAP_FAILED) {
         rc = -ENOMEM;
         goto out;
     }
@@ -88,6 +106,8 @@ static int pool_grow(aio_pool *p)
         aio_buf_hdr *h = (aio_buf_hdr *)(void *)(chunk + (size_t)i * p->stride);
         h->index = (n << AIO_POOL_CHUNK_SHIFT) | i;
         atomic_init(&h->next, 0);
+        atomic_init(&h->state, BUF_TRIMMED);   /* never touched yet */
+        atomic_init(&h->stamp, 0);
         pool_push(p, h);
     }
 out:
@@ -113,6 +133,21 @@ void *aio_pool_get(aio_pool *p)
         if (atomic_compare_exchange_weak_explicit(&p->head, &old, new,
                                                   memory_order_acquire,
                                                   memory_order_relaxed)) {
+            /* Ours now; wait while the trimmer drops its pages (a madvise
+             * call: rare and short).  Acquire: its pages are dropped before
+             * we write them. */
+            uint32_t st = atomic_load_explicit(&h->state, memory_order_acquire);
+            for (;;) {
+                if (st == BUF_TRIMMING) {
+                    sched_yield();
+                    st = atomic_load_explicit(&h->state, memory_order_acquire);
+                    continue;
+                }
+                if (atomic_compare_exchange_weak_explicit(&h->state, &st, BUF_USED,
+                                                          memory_order_acquire,
+                                                          memory_order_acquire))
+                    break;
+            }
             aio_add_relaxed(&p->outstanding, 1);
             return (char *)h + sizeof *h;
         }
@@ -123,5 +158,43 @@ void aio_pool_put(aio_pool *p, void *buf)
 {
     aio_buf_hdr *h = (aio_buf_hdr *)(void *)((char *)buf - sizeof *h);
     aio_sub_relaxed(&p->outstanding, 1);
+    uint32_t stamp = atomic_fetch_add_explicit(&p->puts, 1, memory_order_relaxed) + 1;
+    atomic_store_explicit(&h->stamp, stamp, memory_order_relaxed);
+    /* Release: the owner's last writes happen before a trimmer's drop. */
+    atomic_store_explicit(&h->state, BUF_FREE, memory_order_release);
     pool_push(p, h);
+}
+
+size_t aio_pool_trim(aio_pool *p, unsigned keep)
+{
+    uint32_t puts = atomic_load_explicit(&p->puts, memory_order_relaxed);
+    /* A buffer put back since the last pass has an age below this. */
+    uint32_t since_last = puts - p->trim_mark;
+    p->trim_mark = puts;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t pmask = (uintptr_t)(page > 0 ? page : 4096) - 1;
+    size_t dropped = 0;
+    uint32_t n = aio_load_acquire(&p->nchunks);
+    for (uint32_t c = 0; c < n; c++) {
+        char *chunk = p->chunks[c];
+        for (uint32_t i = 0; i < CHUNK_BUFS; i++) {
+            aio_buf_hdr *h = (aio_buf_hdr *)(void *)(chunk + (size_t)i * p->stride);
+            uint32_t age = puts - atomic_load_explicit(&h->stamp, memory_order_relaxed);
+            if (age < since_last || age < keep)
+                continue;   /* used lately, or one of the last `keep` put back */
+            uint32_t st = BUF_FREE;
+            if (!atomic_compare_exchange_strong_explicit(&h->state, &st, BUF_TRIMMING,
+                                                         memory_order_acquire,
+                                                         memory_order_relaxed))
+                continue;   /* in use, or trimmed already */
+            /* Whole pages inside the payload only: the next buffer's
+             * header shares the last page. */
+            uintptr_t lo = ((uintptr_t)h + sizeof *h + pmask) & ~pmask;
+            uintptr_t hi = ((uintptr_t)h + p->stride) & ~pmask;
+            if (hi > lo && madvise((void *)lo, hi - lo, MADV_DONTNEED) == 0)
+                dropped += hi - lo;
+            atomic_store_explicit(&h->state, BUF_TRIMMED, memory_order_release);
+        }
+    }
+    return dropped;
 }

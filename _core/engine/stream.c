@@ -40,14 +40,18 @@ int aio__threads_unpark(aio_engine *e, aio_stream *s)
     int one = 1;
     if (!atomic_compare_exchange_strong(&s->b.t.parked, &one, 0))
         return 0;
-    aio_req *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return -ENOMEM;
-    r->op = AIO_OP_STREAM_REARM;
-    r->u.ctl.s = s;
-    int rc = aio__worker_submit(e, s->b.t.worker, r);
-    if (rc < 0)
+    aio_req *r = aio__req_alloc(0);
+    int rc = -ENOMEM;
+    if (r != NULL) {
+        r->op = AIO_OP_STREAM_REARM;
+        r->u.ctl.s = s;
+        rc = aio__worker_submit(e, s->b.t.worker, r);
+    }
+    if (rc < 0) {
+        /* Parked again: the next release or resume tries once more. */
         free(r);
+        atomic_store(&s->b.t.parked, 1);
+    }
     return rc;
 }
 
@@ -76,7 +80,7 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
         if (r == NULL) {
             n = -1;
             errno = ENOBUFS;
-            r = calloc(1, sizeof *r);
+            r = aio__req_alloc(0);
             if (r == NULL)
                 return;   /* retried on the next edge or REARM */
             r->u.rd.release = NULL;
@@ -126,9 +130,9 @@ static void accept_some(aio_worker *w, aio_stream *s, aio_chain *out)
     while (s->b.t.readable) {
         if (!may_deliver(s) && !park(s))
             return;
-        aio_req *r = calloc(1, sizeof *r);
+        aio_req *r = aio__req_alloc(0);
         if (r == NULL)
-            return;
+            return;   /* retried on the next edge or REARM */
         r->u.acc.addrlen = sizeof r->u.acc.addr;
         int fd;
         do {

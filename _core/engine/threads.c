@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 int aio__threads_unpark(aio_engine *e, aio_stream *s);
@@ -43,6 +44,12 @@ static int th_stream_submit(aio_engine *e, aio_stream *s, aio_req *r)
     return aio__worker_submit(e, s->b.t.worker, r);
 }
 
+/* The stream's worker runs (START went to it), so CLOSE cannot fail. */
+static void th_stream_close(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    aio__worker_push(e, s->b.t.worker, r);
+}
+
 static void th_stream_fini(aio_engine *e, aio_stream *s)
 {
     (void)e;
@@ -55,9 +62,12 @@ static int th_poll_pending(aio_engine *e)
     return 0;
 }
 
+static void maybe_trim(aio_engine *e);
+
 static int th_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_event *events,
                    int maxevents)
 {
+    maybe_trim(e);
     (void)watching;   /* the loop's epoll is where this backend sleeps anyway */
     aio_wakeup *w = &e->cq_wake;
     /* The loop announced the sleep (aio_engine_sleep_begin) before a
@@ -70,6 +80,27 @@ static int th_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_eve
     if (aio_wakeup_sleep_end(w) || n > 0)
         aio_wakeup_drain(w);
     return n < 0 ? -err : n;
+}
+
+/* Read buffers kept hot however long the loop idles. */
+#define TRIM_KEEP 8
+/* How often, at most, the loop looks for cold read buffers (ns). */
+#define TRIM_INTERVAL_NS 1000000000LL
+
+/* Once per interval, from the loop thread's wait: gives back the read
+ * buffers no one used since the last look (a burst's memory, issue item
+ * 7), keeping those in use hot. */
+static void maybe_trim(aio_engine *e)
+{
+    struct timespec ts;
+    if (atomic_load_explicit(&e->pool.nchunks, memory_order_relaxed) == 0 ||
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) < 0)
+        return;
+    long long now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    if (now - e->last_trim_ns < TRIM_INTERVAL_NS)
+        return;
+    e->last_trim_ns = now;
+    aio_pool_trim(&e->pool, TRIM_KEEP);
 }
 
 static void th_reap(aio_engine *e)
@@ -101,7 +132,8 @@ const aio_backend aio__backend_threads = {
     .name = "threads",
     .setup = th_setup,
     .stream_init = th_stream_init,
-    .stream_control = th_stream_submit,
+    .stream_start = th_stream_submit,
+    .stream_close = th_stream_close,
     .stream_write = th_stream_submit,
     .stream_kick = aio__threads_unpark,
     .stream_fini = th_stream_fini,

@@ -28,7 +28,10 @@
  *     poll on an epoll descriptor was seen here (kernel 6.18) to miss the
  *     wakeup of a descriptor added while it was armed.
  *   - Submission queue full: io_uring_get_sqe returns NULL; the queue is
- *     submitted at once and the SQE taken again.  CQ overflow: the kernel
+ *     submitted at once and the SQE taken again.  When there is still none
+ *     (or the "submit" fault site fires), an arm or a close's cancels are
+ *     marked on the stream and retried before the next enter: nothing a
+ *     stream needs is ever dropped, and CLOSE never fails.  CQ overflow: the kernel
  *     keeps overflowed completions (IORING_FEAT_NODROP, required) and hands
  *     them out on the next enter.
  *   - fork: a child never touches the parent's ring (pid check); its loop
@@ -115,6 +118,7 @@ struct aio_uring {
     int defer;                 /* DEFER_TASKRUN: completions only post on enter */
     int epoll_hot;             /* the loop's epoll had events last time: look again */
     int stopping;              /* aio_uring_stop runs: arm nothing new */
+    int nretry;                /* streams with an arm or cancels to retry */
     int64_t ops;               /* stream operations (recv, accept, send) in the ring */
 };
 
@@ -141,6 +145,8 @@ static int forked(struct aio_uring *u)
 /* An SQE, submitting the queue first if it is full. */
 static struct io_uring_sqe *get_sqe(struct aio_uring *u)
 {
+    if (aio_fault_hit(AIO_FAULT_SUBMIT))
+        return NULL;
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (sqe == NULL) {
         u->n_sq_full++;
@@ -186,23 +192,36 @@ static int arm_watch(struct aio_uring *u)
     return 0;
 }
 
-/* Arms a recv or an accept when the stream may deliver and has none. */
+enum { RETRY_ARM = 1, RETRY_CANCEL = 2 };
+
+/* What could not be submitted now is retried before the next enter. */
+static void retry_later(struct aio_uring *u, aio_stream *s, int what)
+{
+    if (s->b.u.retry == 0)
+        u->nretry++;
+    s->b.u.retry |= what;
+}
+
+/* Arms a recv or an accept when the stream may deliver and has none.
+ * Returns 0: an arm that cannot be submitted now is retried later. */
 static int arm(aio_engine *e, aio_stream *s)
 {
     struct aio_uring *u = U(e);
     if (s->b.u.armed || s->b.u.close != NULL || s->done_reading || s->b.u.starved || !s->registered ||
         s->b.u.ready_out || !may_read(s) || !u->ring_ok || u->stopping)
         return 0;
+    if (s->kind == AIO_STREAM_LISTENER && s->b.u.acc == NULL &&
+        (s->b.u.acc = aio__req_alloc(0)) == NULL) {
+        retry_later(u, s, RETRY_ARM);
+        return 0;
+    }
     struct io_uring_sqe *sqe = get_sqe(u);
-    if (sqe == NULL)
-        return -EBUSY;
+    if (sqe == NULL) {
+        retry_later(u, s, RETRY_ARM);
+        return 0;
+    }
     if (s->kind == AIO_STREAM_LISTENER) {
         aio_req *r = s->b.u.acc;
-        if (r == NULL && (r = s->b.u.acc = calloc(1, sizeof *r)) == NULL) {
-            io_uring_prep_nop(sqe);
-            io_uring_sqe_set_data64(sqe, UD_IGNORE);
-            return -ENOMEM;
-        }
         r->op = AIO_OP_STREAM_ACCEPT;
         r->u.acc.s = s;
         r->u.acc.addrlen = sizeof r->u.acc.addr;
@@ -392,7 +411,7 @@ static void on_poll(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
         maybe_close(e, s);
         return;
     }
-    aio_req *r = calloc(1, sizeof *r);
+    aio_req *r = aio__req_alloc(0);
     if (r == NULL) {
         (void)arm(e, s);   /* try again: the data stays in the socket */
         return;
@@ -477,7 +496,7 @@ static void on_recv(aio_engine *e, aio_stream *s, struct io_uring_cqe *cqe)
             r = copy;
     }
     if (r == NULL) {
-        r = calloc(1, sizeof *r);
+        r = aio__req_alloc(0);
         if (r == NULL) {
             (void)arm(e, s);   /* try again; the data or error stays in the socket */
             return;
@@ -606,11 +625,15 @@ static int ur_poll_pending(aio_engine *e)
            (u->ring_ok && (u->defer || io_uring_sq_ready(&u->ring) || io_uring_cq_ready(&u->ring)));
 }
 
+static void run_retries(aio_engine *e);
+
 static int ring_enter(aio_engine *e, int timeout_ms, int watch_epoll)
 {
     struct aio_uring *u = U(e);
     if (forked(u) || !u->ring_ok)
         return -ECHILD;
+    if (u->nretry > 0)
+        run_retries(e);
     int rc = 0;
     if (timeout_ms == 0) {
         if (u->defer) {
@@ -648,53 +671,78 @@ static int ring_enter(aio_engine *e, int timeout_ms, int watch_epoll)
     return rc == -EINTR ? -EINTR : ready;
 }
 
-static void cancel(struct aio_uring *u, uint64_t ud)
+static int cancel(struct aio_uring *u, uint64_t ud)
 {
     struct io_uring_sqe *sqe = get_sqe(u);
-    if (sqe != NULL) {
-        io_uring_prep_cancel64(sqe, ud, 0);
-        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_cancel64(sqe, ud, 0);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    return 0;
+}
+
+/* A closing stream's operations in the ring are cancelled by user_data, not
+ * by descriptor: the owner may already have put another file under the
+ * number.  Returns 0, or -EBUSY when a cancel found no SQE (retry). */
+static int cancel_stream(struct aio_uring *u, aio_stream *s)
+{
+    int rc = 0;
+    if (s->b.u.armed &&
+        cancel(u, UD(s, s->kind == AIO_STREAM_LISTENER ? TAG_ACCEPT : TAG_RECV)) < 0)
+        rc = -EBUSY;
+    if (s->wreq != NULL && cancel(u, UD(s->wreq, TAG_WRITE)) < 0)
+        rc = -EBUSY;
+    return rc;
+}
+
+/* Arms and cancels that found no SQE before, oldest state first. */
+static void run_retries(aio_engine *e)
+{
+    struct aio_uring *u = U(e);
+    for (aio_stream *s = e->streams; s != NULL && u->nretry > 0; s = s->lnext) {
+        int what = s->b.u.retry;
+        if (what == 0)
+            continue;
+        s->b.u.retry = 0;
+        u->nretry--;
+        if ((what & RETRY_CANCEL) && s->b.u.inflight > 0 && cancel_stream(u, s) < 0)
+            retry_later(u, s, RETRY_CANCEL);
+        if (what & RETRY_ARM)
+            (void)arm(e, s);
     }
 }
 
-static int ur_stream_control(aio_engine *e, aio_stream *s, aio_req *r)
+static int ur_stream_start(aio_engine *e, aio_stream *s, aio_req *r)
+{
+    struct aio_uring *u = U(e);
+    if (!u->ring_ok || forked(u) || u->stopping)
+        return -ESHUTDOWN;
+    /* Nothing to register: the first arm (on resume) is the start. */
+    s->registered = 1;
+    r->result = 0;
+    complete(e, r);
+    (void)arm(e, s);
+    return 0;
+}
+
+static void ur_stream_close(aio_engine *e, aio_stream *s, aio_req *r)
 {
     struct aio_uring *u = U(e);
     r->u.ctl.s = s;
     r->result = 0;
-    switch (r->op) {
-    case AIO_OP_STREAM_START:
-        s->registered = 1;
-        if (!u->ring_ok || forked(u))
-            r->result = -ESHUTDOWN;
-        complete(e, r);
-        return arm(e, s);
-    case AIO_OP_STREAM_REARM:
-        free(r);
-        return arm(e, s);
-    case AIO_OP_STREAM_CLOSE:
-        s->registered = 0;
-        if (s->b.u.starved)
-            unstarve(u, s);
-        s->b.u.close = r;
-        if (s->b.u.inflight > 0 && u->ring_ok && !forked(u)) {
-            /* Cancel by user_data, not by descriptor: the owner may already
-             * have put another file under the number.  Entered now, so the
-             * ring drops its reference to the socket before close()
-             * returns (a closed server must refuse connections at once). */
-            if (s->b.u.armed)
-                cancel(u, UD(s, s->kind == AIO_STREAM_LISTENER ? TAG_ACCEPT : TAG_RECV));
-            if (s->wreq != NULL)
-                cancel(u, UD(s->wreq, TAG_WRITE));
-            io_uring_submit(&u->ring);
-        }
-        maybe_close(e, s);
-        return 0;
-    default:
-        r->result = -ENOSYS;
-        complete(e, r);
-        return 0;
+    s->registered = 0;
+    if (s->b.u.starved)
+        unstarve(u, s);
+    s->b.u.close = r;
+    if (s->b.u.inflight > 0 && u->ring_ok && !forked(u)) {
+        /* Entered now, so the ring drops its reference to the socket before
+         * close() returns (a closed server must refuse connections at
+         * once). */
+        if (cancel_stream(u, s) < 0)
+            retry_later(u, s, RETRY_CANCEL);
+        io_uring_submit(&u->ring);
     }
+    maybe_close(e, s);
 }
 
 static int ur_stream_write(aio_engine *e, aio_stream *s, aio_req *r)
@@ -924,7 +972,9 @@ static void ur_stream_init(aio_engine *e, aio_stream *s)
 
 static void ur_stream_fini(aio_engine *e, aio_stream *s)
 {
-    (void)e;
+    struct aio_uring *u = U(e);
+    if (s->b.u.retry && u != NULL)
+        u->nretry--;
     free(s->b.u.acc);
     free(s->b.u.close);
 }
@@ -944,7 +994,8 @@ const aio_backend aio__backend_uring = {
     .name = "uring",
     .setup = ur_setup,
     .stream_init = ur_stream_init,
-    .stream_control = ur_stream_control,
+    .stream_start = ur_stream_start,
+    .stream_close = ur_stream_close,
     .stream_write = ur_stream_write,
     .recv_done = ur_recv_done,
     .stream_kick = ur_stream_kick,

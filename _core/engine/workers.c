@@ -130,7 +130,8 @@ static int worker_start(aio_worker *w)
         return -rc;
     /* Workers run C only: a small stack is plenty (getaddrinfo included). */
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    rc = pthread_create(&w->tid, &attr, worker_main, w);
+    rc = aio_fault_hit(AIO_FAULT_THREAD) ? EAGAIN
+                                         : pthread_create(&w->tid, &attr, worker_main, w);
     pthread_attr_destroy(&attr);
     if (rc)
         return -rc;
@@ -161,18 +162,36 @@ int aio__worker_submit(aio_engine *e, aio_worker *w, aio_req *r)
 {
     if (e->stopped)
         return -ESHUTDOWN;   /* the workers were joined: nothing may start again */
+    if (aio__engine_forked(e))
+        return -ECHILD;      /* the parent's threads do not run here */
     int rc = worker_start(w);
     if (rc < 0)
         return rc;
+    if (aio_fault_hit(AIO_FAULT_SUBMIT))
+        return -EAGAIN;
+    aio__worker_push(e, w, r);
+    return 0;
+}
+
+void aio__worker_push(aio_engine *e, aio_worker *w, aio_req *r)
+{
+    AIO_DEBUG_ASSERT(w->started);
     aio_add_relaxed(&e->inflight, 1);
     e->n_submissions++;
     aio_mpsc_push(&w->sq, &r->node);
     aio_wakeup_signal(&w->wake);
-    return 0;
 }
 
 void aio__workers_stop(aio_worker *ws, int n)
 {
+    if (n > 0 && aio__engine_forked(ws[0].engine)) {
+        /* A forked child has none of these threads (only their memory):
+         * nothing to wake or join, and the wakeup eventfds are the
+         * parent's workers' too. */
+        for (int i = 0; i < n; i++)
+            ws[i].started = 0;
+        return;
+    }
     for (int i = 0; i < n; i++) {
         if (!ws[i].started)
             continue;

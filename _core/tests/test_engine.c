@@ -405,9 +405,9 @@ static int test_engine_stream_echo(void)
     aio_engine *e = new_engine(1, 1, 4096);
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
-    aio_stream *s = aio_stream_new(e, sv[0], AIO_STREAM_CONN, 2, NULL);
+    aio_stream *s = NULL;
+    CHECK(aio_stream_open(e, sv[0], AIO_STREAM_CONN, 2, NULL, NULL, &s) == 0);
     CHECK(s != NULL);
-    CHECK(aio_stream_control(e, s, AIO_OP_STREAM_START) == 0);
 
     size_t sent = 0, got = 0, echoed = 0, writes_out = 0;
     int closed = 0, resumed = 0, eof = 0;
@@ -491,7 +491,7 @@ static int test_engine_stream_echo(void)
             n = next;
         }
         if (got == total && writes_out == 0 && echoed == total && !closed) {
-            CHECK(aio_stream_control(e, s, AIO_OP_STREAM_CLOSE) == 0);
+            aio_stream_close(e, s);
             while (!closed) {
                 aio_qnode *m = wait_flush(e, 10);
                 while (m != NULL) {
@@ -518,6 +518,199 @@ static int test_engine_stream_echo(void)
     return 0;
 }
 
+/* ---- buffer pool trimming: the loop thread drops cold buffers' pages while
+ * workers take and return buffers; a buffer in use is never dropped (its
+ * pattern would turn to zeros), and a trimmed one comes back zeroed. ---- */
+
+typedef struct trim_arg {
+    aio_pool *p;
+    _Atomic int *stop;
+} trim_arg;
+
+static void *trim_loop(void *v)
+{
+    trim_arg *a = v;
+    while (!atomic_load(a->stop))
+        (void)aio_pool_trim(a->p, 0);
+    return NULL;
+}
+
+static int test_pool_trim(void)
+{
+    long n = env_long("AIO_TEST_ITEMS", 1000000) / 40;
+    aio_pool p;
+    CHECK(aio_pool_init(&p, 3 * 4096) == 0);
+    /* Dirty a chunk's worth, then give all back: the first pass only marks,
+     * the second (nothing put since) drops every page but the kept ones. */
+    void *held[64];
+    for (int i = 0; i < 64; i++) {
+        CHECK((held[i] = aio_pool_get(&p)) != NULL);
+        memset(held[i], 0xab, p.bufsize);
+    }
+    for (int i = 0; i < 64; i++)
+        aio_pool_put(&p, held[i]);
+    (void)aio_pool_trim(&p, 4);
+    size_t dropped = aio_pool_trim(&p, 4);
+    CHECK(dropped >= 60 * 2 * 4096u);
+    CHECK(aio_pool_trim(&p, 4) == 0);   /* trimmed already */
+    /* Concurrent: workers check their pattern, a trimmer runs flat out. */
+    _Atomic int stop = 0;
+    trim_arg ta = {&p, &stop};
+    pthread_t tt, t[NPROD];
+    pool_arg a[NPROD];
+    CHECK(pthread_create(&tt, NULL, trim_loop, &ta) == 0);
+    for (uint32_t i = 0; i < NPROD; i++) {
+        a[i] = (pool_arg){&p, i + 1, n};
+        CHECK(pthread_create(&t[i], NULL, pool_worker, &a[i]) == 0);
+    }
+    for (int i = 0; i < NPROD; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&stop, 1);
+    pthread_join(tt, NULL);
+    CHECK(atomic_load(&p.outstanding) == 0);
+    aio_pool_destroy(&p);
+    return 0;
+}
+
+/* ---- fault injection: every error path of a stream's life ----
+ * For each engine site, fail its 1st, 2nd, ... call (until a run passes the
+ * site fewer times than that) during open or during close.  Open either
+ * gives a started stream or fails with nothing left behind; CLOSE always
+ * comes back; under ASan nothing is freed twice or leaked. */
+
+/* Drains completions for up to ms; returns 1 once CLOSE came back. */
+static int pump(aio_engine *e, aio_stream *s, int ms, size_t *got)
+{
+    int closed = 0;
+    for (int i = 0; i < ms / 5 && !closed; i++) {
+        aio_qnode *n = wait_flush(e, 5);
+        while (n != NULL) {
+            aio_qnode *next = n->next;
+            aio_req *r = AIO_REQ_OF(n);
+            int op = r->op;
+            if (op == AIO_OP_STREAM_READ && r->result > 0 && got != NULL)
+                *got += (size_t)r->result;
+            if (op == AIO_OP_STREAM_CLOSE)
+                closed = 1;
+            aio_req_free(r);
+            if (op == AIO_OP_STREAM_READ && !closed)
+                (void)aio_stream_release(e, s, 1);
+            n = next;
+        }
+    }
+    return closed;
+}
+
+/* One life of a stream with `site` failing its nth call (at open, or from
+ * close on).  Returns 1 when the nth call was reached. */
+static int stream_life_with_fault(int site, long nth, int at_close)
+{
+    aio_engine *e = new_engine(1, 1, 4096);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    if (!at_close)
+        CHECK(aio_fault_set(site, nth, 1) == 0);
+    aio_stream *s = (aio_stream *)1;
+    int rc = aio_stream_open(e, sv[0], AIO_STREAM_CONN, 2, NULL, NULL, &s);
+    if (rc < 0) {
+        CHECK(s == NULL);
+        CHECK(stats_of(e).streams_open == 0);
+    } else {
+        CHECK(s != NULL);
+        (void)aio_stream_resume(e, s);   /* may fail: a clean -errno */
+        CHECK(send(sv[1], "ping", 4, 0) == 4);
+        size_t got = 0;
+        (void)pump(e, s, 50, &got);
+        if (at_close)
+            CHECK(aio_fault_set(site, nth, 1) == 0);
+        aio_stream_close(e, s);
+        aio_stream_close(e, s);   /* a second close does nothing */
+        CHECK(pump(e, s, 5000, NULL));
+        aio_stream_free(e, s);
+    }
+    int reached = aio_fault_failed(site) > 0;
+    aio_fault_reset();
+    close(sv[0]);
+    close(sv[1]);
+    aio_engine_stop(e);
+    aio_qnode *n = aio_engine_flush(e);
+    while (n != NULL) {
+        aio_qnode *next = n->next;
+        aio_req_free(AIO_REQ_OF(n));
+        n = next;
+    }
+    aio_engine_free(e);
+    return reached;
+}
+
+static int test_engine_stream_faults(void)
+{
+    static const int sites[] = {AIO_FAULT_STREAM, AIO_FAULT_REQ, AIO_FAULT_THREAD,
+                                AIO_FAULT_SUBMIT, AIO_FAULT_CLOSE};
+    long max = env_long("AIO_FAULT_MAX", 8);
+    for (size_t i = 0; i < sizeof sites / sizeof sites[0]; i++)
+        for (int at_close = 0; at_close < 2; at_close++) {
+            long nth = 1;
+            while (nth <= max && stream_life_with_fault(sites[i], nth, at_close))
+                nth++;
+            printf("%s %s: %ld failing call(s) walked\n", aio_fault_site_name(sites[i]),
+                   at_close ? "at close" : "at open", nth - 1);
+        }
+    return 0;
+}
+
+/* Issue item 2: a stream operation whose submission fails never frees a
+ * request twice.  Every submission fails while the stream is resumed; once
+ * the site is disarmed the queued arm goes out and the data arrives. */
+static int test_engine_submit_fails(void)
+{
+    aio_engine *e = new_engine(1, 1, 4096);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    aio_stream *s = NULL;
+    CHECK(aio_stream_open(e, sv[0], AIO_STREAM_CONN, 2, NULL, NULL, &s) == 0);
+    CHECK(pump(e, s, 20, NULL) == 0);
+    CHECK(send(sv[1], "ping", 4, 0) == 4);
+    CHECK(aio_fault_set(AIO_FAULT_SUBMIT, 1, -1) == 0);
+    int rc = aio_stream_resume(e, s);
+    CHECK(rc == 0 || rc == -EAGAIN);
+    size_t got = 0;
+    (void)pump(e, s, 20, &got);
+    aio_fault_reset();
+    if (rc < 0)
+        CHECK(aio_stream_resume(e, s) == 0);
+    for (int i = 0; i < 400 && got < 4; i++)
+        (void)pump(e, s, 5, &got);
+    CHECK(got == 4);
+    CHECK(aio_fault_set(AIO_FAULT_SUBMIT, 1, -1) == 0);
+    aio_stream_close(e, s);
+    int closed = pump(e, s, 20, NULL);
+    aio_fault_reset();
+    CHECK(closed || pump(e, s, 5000, NULL));
+    aio_stream_free(e, s);
+    close(sv[0]);
+    close(sv[1]);
+    aio_engine_stop(e);
+    CHECK(aio_engine_flush(e) == NULL);
+    aio_engine_free(e);
+    return 0;
+}
+
+/* Bounded thread counts (issue item 11). */
+static int test_engine_thread_bound(void)
+{
+    if (watch_epfd < 0)
+        CHECK((watch_epfd = epoll_create1(EPOLL_CLOEXEC)) >= 0);
+    aio_engine_config cfg = {.backend = "threads", .threads = AIO_MAX_THREADS + 1,
+                             .watch_fd = watch_epfd};
+    aio_engine *e = NULL;
+    CHECK(aio_engine_new(&e, &cfg) == -EINVAL && e == NULL);
+    cfg.threads = 1;
+    cfg.resolver_threads = 5000;
+    CHECK(aio_engine_new(&e, &cfg) == -EINVAL && e == NULL);
+    return 0;
+}
+
 static const struct {
     const char *name;
     int (*fn)(void);
@@ -526,10 +719,14 @@ static const struct {
     {"mpsc_stress", test_mpsc_stress, 0},
     {"wakeup_coalescing", test_wakeup_coalescing, 0},
     {"pool_stress", test_pool_stress, 0},
+    {"pool_trim", test_pool_trim, 0},
     {"engine_nop", test_engine_nop, 1},
     {"engine_resolve", test_engine_resolve, 1},
     {"engine_shutdown_inflight", test_engine_shutdown_inflight, 1},
     {"engine_stream_echo", test_engine_stream_echo, 1},
+    {"engine_stream_faults", test_engine_stream_faults, 1},
+    {"engine_submit_fails", test_engine_submit_fails, 1},
+    {"engine_thread_bound", test_engine_thread_bound, 0},
 };
 
 static const char *backends[] = {"threads", "uring"};
