@@ -21,6 +21,7 @@
  *          only then is the socket closed, so no worker ever touches a
  *          recycled descriptor. */
 #include "loop.h"
+#include "engine/aio_fault.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -34,6 +35,12 @@
 #define READ_CREDITS 4            /* unconsumed read completions per stream */
 #define MAX_WRITE_IOV 1024        /* buffers per WRITE request */
 #define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
+
+/* asyncio's messages for a failed recv() and send(): a failure of the
+ * loop's own work for a read or a write (an object it could not make, a
+ * read it could not re-arm) is reported the same way. */
+#define MSG_READ_ERROR "Fatal read error on socket transport"
+#define MSG_WRITE_ERROR "Fatal write error on socket transport"
 
 typedef struct wchunk {
     PyObject *obj;                /* bytes kept alive while queued */
@@ -274,6 +281,10 @@ static void fatal_error(TransportObject *t, PyObject *exc, const char *message)
 static int callback_failed(TransportObject *t, const char *message)
 {
     PyObject *exc = aio_err_fetch();
+    if (exc == NULL) {   /* a failure that set no exception: still fatal for the connection */
+        force_close(t, NULL);
+        return 0;
+    }
     if (is_fatal_base(exc)) {
         aio_err_restore(exc);
         return -1;
@@ -416,8 +427,8 @@ static int write_completed(TransportObject *t, aio_req *r, int deliver)
     if (result < 0) {
         PyObject *exc = oserror_from_errno(-result);
         if (exc == NULL)
-            return -1;
-        fatal_error(t, exc, "Fatal write error on socket transport");
+            return -1;   /* made fatal for the connection by stream_completion */
+        fatal_error(t, exc, MSG_WRITE_ERROR);
         Py_DECREF(exc);
         return 0;
     }
@@ -521,7 +532,7 @@ static int write_after_lost(TransportObject *t)
 static void write_unsendable(TransportObject *t)
 {
     PyObject *exc = aio_err_fetch();
-    fatal_error(t, exc, "Fatal write error on socket transport");
+    fatal_error(t, exc, MSG_WRITE_ERROR);
     Py_DECREF(exc);
 }
 
@@ -558,7 +569,7 @@ static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
             PyObject *exc = oserror_from_errno((int)-r);
             if (exc == NULL)
                 return -1;
-            fatal_error(t, exc, "Fatal write error on socket transport");
+            fatal_error(t, exc, MSG_WRITE_ERROR);
             Py_DECREF(exc);
             return 0;
         }
@@ -797,13 +808,24 @@ static int call_data_received(TransportObject *t, PyObject *b)
     return 0;
 }
 
+/* The size hint given to get_buffer(): the one object the loop makes for a
+ * read into a BufferedProtocol (a fault site, as the bytes of a plain
+ * read are).  A new reference, or NULL with an exception set. */
+static PyObject *read_hint(Py_ssize_t n)
+{
+    if (aio_fault_hit(AIO_FAULT_PYOBJ))
+        return PyErr_NoMemory();
+    return PyLong_FromSsize_t(n);
+}
+
 /* A BufferedProtocol's get_buffer(hint), exported writable into *view.
  * Returns 0, or callback_failed()'s result (view not filled). */
 static int protocol_buffer(TransportObject *t, PyObject *hint, Py_buffer *view)
 {
-    PyObject *buf = hint ? PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer, hint)
-                         : NULL;
-    Py_XDECREF(hint);
+    if (hint == NULL)   /* the loop's own object: a read error, as asyncio's recv_into() */
+        return callback_failed(t, MSG_READ_ERROR);
+    PyObject *buf = PyObject_CallMethodOneArg(t->protocol, tr_state(t)->str_get_buffer, hint);
+    Py_DECREF(hint);
     if (buf == NULL || PyObject_GetBuffer(buf, view, PyBUF_WRITABLE) < 0) {
         Py_XDECREF(buf);
         return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
@@ -835,9 +857,10 @@ static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
     const char *data = r->u.rd.data;
     *consumed = 0;
     if (!t->buffered) {
-        PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
+        PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ) ? PyErr_NoMemory()
+                                                     : PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
         if (b == NULL)
-            return -1;
+            return callback_failed(t, MSG_READ_ERROR);
         *consumed = n;
         return call_data_received(t, b);
     }
@@ -846,7 +869,7 @@ static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
      * protocol paused reading or closed the transport meanwhile. */
     while (*consumed < n && !t->paused && !t->closing) {
         Py_buffer view;
-        int got = protocol_buffer(t, PyLong_FromSize_t(n - *consumed), &view);
+        int got = protocol_buffer(t, read_hint((Py_ssize_t)(n - *consumed)), &view);
         if (got <= 0)
             return got;
         size_t k = n - *consumed;
@@ -894,8 +917,8 @@ static int deliver_read_result(TransportObject *t, long n)
         return 0;
     PyObject *exc = oserror_from_errno((int)-n);
     if (exc == NULL)
-        return -1;
-    fatal_error(t, exc, "Fatal read error on socket transport");
+        return callback_failed(t, MSG_READ_ERROR);
+    fatal_error(t, exc, MSG_READ_ERROR);
     Py_DECREF(exc);
     return 0;
 }
@@ -907,10 +930,11 @@ static int read_direct(TransportObject *t)
     size_t avail = aio_stream_pending_bytes(s);
     size_t want = avail == 0 ? DIRECT_GUESS : avail > DIRECT_MAX ? DIRECT_MAX : avail;
     if (!t->buffered) {
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
+        PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ) ? PyErr_NoMemory()
+                                                     : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
         if (b == NULL) {
             (void)aio_stream_recv_now(e, s, NULL, 0);
-            return -1;
+            return callback_failed(t, MSG_READ_ERROR);
         }
         long n = aio_stream_recv_now(e, s, PyBytes_AS_STRING(b), want);
         if (n <= 0) {
@@ -918,11 +942,11 @@ static int read_direct(TransportObject *t)
             return deliver_read_result(t, n);
         }
         if ((size_t)n < want && _PyBytes_Resize(&b, (Py_ssize_t)n) < 0)
-            return -1;
+            return callback_failed(t, MSG_READ_ERROR);   /* the bytes read are lost: fatal */
         return call_data_received(t, b);
     }
     Py_buffer view;
-    int got = protocol_buffer(t, PyLong_FromSsize_t(avail ? (Py_ssize_t)avail : -1), &view);
+    int got = protocol_buffer(t, read_hint(avail ? (Py_ssize_t)avail : -1), &view);
     if (got <= 0) {
         (void)aio_stream_recv_now(e, s, NULL, 0);
         return got;
@@ -997,19 +1021,23 @@ static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int 
         } else {
             PyObject *exc = oserror_from_errno(-r->result);
             if (exc == NULL) {
-                rc = -1;
+                rc = callback_failed(t, MSG_READ_ERROR);
             } else {
-                fatal_error(t, exc, "Fatal read error on socket transport");
+                fatal_error(t, exc, MSG_READ_ERROR);
                 Py_DECREF(exc);
             }
         }
     }
     aio_req_free(r);
-    /* On shutdown (deliver == 0) the workers are gone: nothing to restart. */
+    /* On shutdown (deliver == 0) the workers are gone: nothing to restart.
+     * A next read that cannot be armed ends the connection as a failed
+     * recv() would (connection_lost(OSError)), never the loop. */
     int err;
     if (deliver && t->stream != NULL &&
-        (err = aio_stream_release(t->loop->engine, t->stream, 1)) < 0 && rc == 0)
-        rc = aio_set_errno_error(-err);
+        (err = aio_stream_release(t->loop->engine, t->stream, 1)) < 0 && rc == 0) {
+        aio_set_errno_error(-err);
+        rc = callback_failed(t, MSG_READ_ERROR);
+    }
     return rc;
 }
 
@@ -1026,7 +1054,8 @@ static PyObject *tr_drain_stash(TransportObject *t, PyObject *Py_UNUSED(ignored)
         t->stash_first = n->next;
         if (t->stash_first == NULL)
             t->stash_last = NULL;
-        if (read_completed_impl(t, AIO_REQ_OF(n), 1, 1) < 0)
+        if (read_completed_impl(t, AIO_REQ_OF(n), 1, 1) < 0 &&
+            callback_failed(t, MSG_READ_ERROR) < 0)
             return NULL;
     }
     Py_RETURN_NONE;
@@ -1696,9 +1725,8 @@ PyType_Spec aio_transport_spec = {
 
 /* ---- the stream registry's calls (streams.c) ---- */
 
-static int stream_completion(PyObject *owner, aio_req *r, int deliver)
+static int stream_completion_impl(TransportObject *t, aio_req *r, int deliver)
 {
-    TransportObject *t = (TransportObject *)owner;
     switch (r->op) {
     case AIO_OP_STREAM_READ:
         return read_completed(t, r, deliver);
@@ -1723,6 +1751,25 @@ static int stream_completion(PyObject *owner, aio_req *r, int deliver)
         aio_req_free(r);
         return 0;
     }
+}
+
+/* One completion of the transport's stream.  Whatever fails in the loop's
+ * own work for it (an object it could not make, a submission refused, a
+ * waiter it could not settle) ends this connection as asyncio ends one
+ * whose recv() or send() raised: the exception handler hears of it
+ * (anything but an OSError) and connection_lost(exc) follows; the loop
+ * goes on serving the others.  Only SystemExit and KeyboardInterrupt
+ * propagate (-1), as they do out of asyncio's handles. */
+static int stream_completion(PyObject *owner, aio_req *r, int deliver)
+{
+    TransportObject *t = (TransportObject *)owner;
+    const char *message = r->op == AIO_OP_STREAM_WRITE  ? MSG_WRITE_ERROR
+                          : r->op == AIO_OP_STREAM_READ ? MSG_READ_ERROR
+                                                        : "Fatal error on transport";
+    int rc = stream_completion_impl(t, r, deliver);
+    if (rc < 0 && deliver)
+        rc = callback_failed(t, message);
+    return rc;
 }
 
 int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver)

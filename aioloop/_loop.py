@@ -385,9 +385,12 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                    ssl_handshake_timeout, ssl_shutdown_timeout, spec, fd, addr):
         if fd is None:
             exc = addr
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # Out of a resource: the listener stopped itself; try again
-                # after a delay instead of spinning (asyncio does the same).
+            if isinstance(exc, MemoryError) or getattr(exc, "errno", None) in (
+                    errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of a resource (descriptors, or memory for the accepted
+                # connection's objects: that connection is closed): the
+                # listener stopped itself; try again after a delay instead
+                # of spinning (asyncio does the same).
                 self.call_exception_handler({
                     "message": "socket.accept() out of system resource",
                     "exception": exc,

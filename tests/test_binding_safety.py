@@ -1,0 +1,171 @@
+"""The binding's safety rules (the CPython binding layer, _core/*.c):
+
+- a failure of the loop's own work for one connection (a MemoryError making
+  the bytes of a read, the accepted socket's objects) ends that connection
+  as asyncio ends one whose recv() raised, and never the loop;
+- engine-touching methods refuse to run off the loop's thread while it runs;
+- Handle/TimerHandle subclasses, and no reference leaked per Handle();
+- a loop dropped unclosed frees its descriptors and threads;
+- whether the transport hands its socket off is an explicit flag.
+
+Faults are injected with _core._fault_set("pyobj", n): the nth Python
+object the completion handlers make fails with MemoryError.  On asyncio the
+same failure is made by a recv()/recv_into() that raises MemoryError."""
+import asyncio
+import gc
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+
+import pytest
+
+import aioloop
+from aioloop import _core
+from conftest import ENGINES, FACTORIES
+
+LOOPS = sorted(FACTORIES)
+AIOLOOPS = [name for name in LOOPS if name != "asyncio"]
+
+
+@pytest.fixture(autouse=True)
+def _no_fault_left_armed():
+    yield
+    _core._fault_reset()
+
+
+def _arm_read_failure(loop, monkeypatch, server_sock):
+    """Makes the next read of the server's connection fail with MemoryError."""
+    if isinstance(loop, aioloop.Loop):
+        _core._fault_set("pyobj", 1)
+        return
+    fd = server_sock.fileno()
+    armed = [True]
+    for name in ("recv", "recv_into"):
+        orig = getattr(socket.socket, name)
+
+        def failing(self, *args, _orig=orig):
+            if armed and self.fileno() == fd:
+                armed.clear()
+                raise MemoryError
+            return _orig(self, *args)
+
+        monkeypatch.setattr(socket.socket, name, failing)
+
+
+class _Echo(asyncio.Protocol):
+    def __init__(self, log):
+        self.log = log
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.log.append(self)
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class _BufferedEcho(asyncio.BufferedProtocol, _Echo):
+    def get_buffer(self, hint):
+        self.buf = bytearray(64 * 1024)
+        return self.buf
+
+    def buffer_updated(self, n):
+        self.transport.write(bytes(self.buf[:n]))
+
+
+async def _echo_once(port, payload=b"hello"):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        return await asyncio.wait_for(reader.readexactly(len(payload)), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("kind", ["data", "buffered"])
+@pytest.mark.parametrize("name", LOOPS)
+def test_failed_read_object_ends_that_connection_only(name, kind, monkeypatch):
+    """Item 3: the bytes of a read (or a BufferedProtocol's size hint) that
+    cannot be made: asyncio's 'Fatal read error on socket transport' goes to
+    the exception handler, connection_lost(MemoryError) follows, and the
+    server goes on echoing for the next connection.  Before: the
+    MemoryError came out of run_until_complete."""
+    loop = FACTORIES[name]()
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    protos = []
+    proto = _Echo if kind == "data" else _BufferedEcho
+
+    async def main():
+        server = await loop.create_server(lambda: proto(protos), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not protos:
+            await asyncio.sleep(0.01)
+        first = protos[0]
+        _arm_read_failure(loop, monkeypatch, first.transport.get_extra_info("socket"))
+        writer.write(b"x")
+        exc = await asyncio.wait_for(first.lost, 10)
+        try:
+            await asyncio.wait_for(reader.read(), 10)   # closed by the server
+        except ConnectionResetError:
+            pass
+        writer.close()
+        assert await _echo_once(port) == b"hello"
+        server.close()
+        await server.wait_closed()
+        return exc
+
+    try:
+        exc = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert isinstance(exc, MemoryError)
+    fatal = [c for c in errors if c["message"] == "Fatal read error on socket transport"]
+    assert len(fatal) == 1, errors
+    assert isinstance(fatal[0]["exception"], MemoryError)
+    assert fatal[0]["protocol"] is protos[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_failed_accept_object_keeps_the_server(engine):
+    """Item 3: the accepted connection's objects cannot be made: the
+    exception handler hears 'socket.accept() out of system resource' with
+    the MemoryError, that connection is closed, and the server accepts the
+    next one (after asyncio's retry delay).  Before: run_until_complete
+    raised MemoryError."""
+    loop = aioloop.new_event_loop(engine=engine)
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    protos = []
+
+    async def main():
+        server = await loop.create_server(lambda: _Echo(protos), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _core._fault_set("pyobj", 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        assert _core._fault_failed("pyobj") == 1
+        assert await asyncio.wait_for(_echo_once(port), 20) == b"hello"
+        server.close()
+        await server.wait_closed()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert [c["message"] for c in errors] == ["socket.accept() out of system resource"]
+    assert isinstance(errors[0]["exception"], MemoryError)
+    assert len(protos) == 1   # the failed connection never got a protocol
