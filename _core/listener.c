@@ -76,6 +76,8 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 
 static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
+    if (aio_loop_check_thread(l->loop) < 0)
+        return NULL;
     int err;
     if (!l->closing && l->stream != NULL &&
         (err = aio_stream_resume(l->loop->engine, l->stream)) < 0)
@@ -85,6 +87,8 @@ static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 
 static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
+    if (aio_loop_check_thread(l->loop) < 0)
+        return NULL;
     if (l->stream != NULL)
         aio_stream_pause(l->stream);
     Py_RETURN_NONE;
@@ -92,6 +96,8 @@ static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 
 static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
+    if (aio_loop_check_thread(l->loop) < 0)
+        return NULL;
     if (l->closing)
         Py_RETURN_NONE;
     l->closing = 1;

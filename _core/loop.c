@@ -215,7 +215,7 @@ LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop)
         return NULL;
     }
     LoopObject *L = (LoopObject *)loop;
-    if (aio_loop_check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0 || aio_loop_check_thread(L) < 0)
         return NULL;
     if (!L->engine_ready) {
         PyErr_SetString(PyExc_RuntimeError, "the loop was never initialized");
@@ -224,15 +224,17 @@ LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop)
     return L;
 }
 
+int aio_loop_wrong_thread(void)
+{
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Non-thread-safe operation invoked on an event loop other "
+                    "than the current one");
+    return -1;
+}
+
 static int check_thread(LoopObject *L)
 {
-    if (L->running && PyThread_get_thread_ident() != L->thread_id) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Non-thread-safe operation invoked on an event loop other "
-                        "than the current one");
-        return -1;
-    }
-    return 0;
+    return aio_loop_check_thread(L);
 }
 
 static int is_coroutine_function(PyObject *cb)
@@ -805,7 +807,7 @@ static int loop_run_once(LoopObject *L)
 
 static PyObject *loop_py_run_once(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
-    if (engine_ensure(L) < 0 || aio_loop_check_closed(L) < 0)
+    if (engine_ensure(L) < 0 || aio_loop_check_closed(L) < 0 || aio_loop_check_thread(L) < 0)
         return NULL;
     if (loop_run_once(L) < 0)
         return NULL;

@@ -83,6 +83,15 @@ static aio_state *tr_state(TransportObject *t)
     return t->loop->st;
 }
 
+/* At the door of every method that touches the engine or the transport's
+ * state: off the loop's thread while it runs, asyncio's RuntimeError
+ * (aio_loop_check_thread). */
+#define ON_LOOP_THREAD(t)                                  \
+    do {                                                   \
+        if (aio_loop_check_thread((t)->loop) < 0)          \
+            return NULL;                                   \
+    } while (0)
+
 /* ---- helpers ---- */
 
 static int call_exception_handler(TransportObject *t, const char *message, PyObject *exc)
@@ -621,6 +630,7 @@ static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
 static PyObject *tr_write(TransportObject *t, PyObject *const *args, size_t nargsf,
                           PyObject *kwnames)
 {
+    ON_LOOP_THREAD(t);
     PyObject *data = one_arg(args, nargsf, kwnames, "write", "data");
     if (data == NULL)
         return NULL;
@@ -683,6 +693,7 @@ static PyObject *tr_write(TransportObject *t, PyObject *const *args, size_t narg
 static PyObject *tr_writelines(TransportObject *t, PyObject *const *args, size_t nargsf,
                                PyObject *kwnames)
 {
+    ON_LOOP_THREAD(t);
     PyObject *lines = one_arg(args, nargsf, kwnames, "writelines", "list_of_data");
     if (lines == NULL)
         return NULL;
@@ -779,6 +790,7 @@ done:
 
 static PyObject *tr_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     if (t->closing || t->eof)
         Py_RETURN_NONE;
     t->eof = 1;
@@ -1048,6 +1060,7 @@ static int read_completed(TransportObject *t, aio_req *r, int deliver)
 
 static PyObject *tr_drain_stash(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     t->stash_scheduled = 0;
     while (t->stash_first != NULL && !t->paused) {
         aio_qnode *n = t->stash_first;
@@ -1073,6 +1086,7 @@ static int schedule_method(TransportObject *t, const char *name, PyObject *arg)
 
 static PyObject *tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     if (t->closing || t->paused)
         Py_RETURN_NONE;
     t->paused = 1;
@@ -1083,6 +1097,7 @@ static PyObject *tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignore
 
 static PyObject *tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     if (t->closing || !t->paused)
         Py_RETURN_NONE;
     t->paused = 0;
@@ -1100,6 +1115,7 @@ static PyObject *tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignor
 /* Scheduled after connection_made: from now on reads may be delivered. */
 static PyObject *tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     if (t->closing || t->paused || t->stream == NULL)
         Py_RETURN_NONE;
     int err = aio_stream_resume(t->loop->engine, t->stream);
@@ -1174,6 +1190,7 @@ static void hand_off_socket(TransportObject *t)
 
 static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
 {
+    ON_LOOP_THREAD(t);
     if (t->lost_called)
         Py_RETURN_NONE;
     t->lost_called = 1;
@@ -1225,6 +1242,7 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
 
 static PyObject *tr_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     if (t->closing)
         Py_RETURN_NONE;
     t->closing = 1;
@@ -1239,12 +1257,14 @@ static PyObject *tr_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
 
 static PyObject *tr_abort(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     force_close(t, NULL);
     Py_RETURN_NONE;
 }
 
 static PyObject *tr_fatal_error(TransportObject *t, PyObject *args)
 {
+    ON_LOOP_THREAD(t);
     PyObject *exc;
     const char *message = "Fatal error on transport";
     if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message))
@@ -1255,6 +1275,7 @@ static PyObject *tr_fatal_error(TransportObject *t, PyObject *args)
 
 static PyObject *tr_force_close(TransportObject *t, PyObject *exc)
 {
+    ON_LOOP_THREAD(t);
     force_close(t, exc);
     Py_RETURN_NONE;
 }
@@ -1263,6 +1284,7 @@ static PyObject *tr_force_close(TransportObject *t, PyObject *exc)
 
 static PyObject *tr_make_empty_waiter(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     if (t->empty_waiter != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Empty waiter is already set");
         return NULL;
@@ -1277,6 +1299,7 @@ static PyObject *tr_make_empty_waiter(TransportObject *t, PyObject *Py_UNUSED(ig
 
 static PyObject *tr_reset_empty_waiter(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
+    ON_LOOP_THREAD(t);
     Py_CLEAR(t->empty_waiter);
     Py_RETURN_NONE;
 }
@@ -1342,6 +1365,7 @@ static int set_protocol(TransportObject *t, PyObject *protocol)
 static PyObject *tr_set_protocol(TransportObject *t, PyObject *const *args, size_t nargsf,
                                  PyObject *kwnames)
 {
+    ON_LOOP_THREAD(t);
     PyObject *protocol = one_arg(args, nargsf, kwnames, "set_protocol", "protocol");
     if (protocol == NULL)
         return NULL;
@@ -1496,6 +1520,7 @@ static PyObject *tr_get_low_water(TransportObject *t, void *closure)
 
 static PyObject *tr_set_write_buffer_limits(TransportObject *t, PyObject *args, PyObject *kw)
 {
+    ON_LOOP_THREAD(t);
     static char *kwlist[] = {"high", "low", NULL};
     PyObject *high = Py_None, *low = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO:set_write_buffer_limits", kwlist, &high,

@@ -169,3 +169,106 @@ def test_failed_accept_object_keeps_the_server(engine):
     assert [c["message"] for c in errors] == ["socket.accept() out of system resource"]
     assert isinstance(errors[0]["exception"], MemoryError)
     assert len(protos) == 1   # the failed connection never got a protocol
+
+
+# ---- item 4: one thread rule -------------------------------------------------
+
+THREAD_MSG = "Non-thread-safe operation invoked on an event loop other than the current one"
+
+OFF_THREAD_CALLS = {
+    "write": lambda loop, tr, rsock: tr.write(b"from another thread"),
+    "writelines": lambda loop, tr, rsock: tr.writelines([b"from another thread"]),
+    "write_eof": lambda loop, tr, rsock: tr.write_eof(),
+    "close": lambda loop, tr, rsock: tr.close(),
+    "abort": lambda loop, tr, rsock: tr.abort(),
+    "pause_reading": lambda loop, tr, rsock: tr.pause_reading(),
+    "set_write_buffer_limits": lambda loop, tr, rsock: tr.set_write_buffer_limits(10),
+    "add_reader": lambda loop, tr, rsock: loop.add_reader(rsock, print),
+    "remove_reader": lambda loop, tr, rsock: loop.remove_reader(rsock),
+}
+
+
+@pytest.mark.parametrize("call", sorted(OFF_THREAD_CALLS))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_methods_refuse_other_threads(engine, call):
+    """Item 4: transport.write() (and every other engine-touching method)
+    called from a second thread while the loop runs raises asyncio's
+    RuntimeError and changes nothing: the bytes the loop thread writes
+    arrive once each, in order, and the connection stays open.  Before:
+    the call went through, racing the loop thread in the engine."""
+    loop = aioloop.new_event_loop(engine=engine)
+    received = bytearray()
+    lost = []
+
+    class Sink(asyncio.Protocol):
+        def data_received(self, data):
+            received.extend(data)
+
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+    rsock, wsock = socket.socketpair()
+
+    async def main():
+        server = await loop.create_server(Sink, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        outcome = []
+
+        def other_thread():
+            try:
+                OFF_THREAD_CALLS[call](loop, tr, rsock)
+                outcome.append(None)
+            except BaseException as exc:  # noqa: BLE001 - the outcome is the test
+                outcome.append(exc)
+
+        th = threading.Thread(target=other_thread)
+        th.start()
+        while th.is_alive():
+            await asyncio.sleep(0.001)   # the loop runs (and waits) meanwhile
+        payload = bytes(range(256)) * 64
+        for i in range(0, len(payload), 1024):
+            tr.write(payload[i:i + 1024])
+        while len(received) < len(payload) and not lost:
+            await asyncio.sleep(0.01)
+        assert not tr.is_closing()
+        tr.close()
+        server.close()
+        await server.wait_closed()
+        return outcome, payload
+
+    try:
+        outcome, payload = loop.run_until_complete(main())
+    finally:
+        loop.close()
+        rsock.close()
+        wsock.close()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError), outcome
+    assert str(outcome[0]) == THREAD_MSG
+    assert bytes(received) == payload
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_loop_not_running_may_be_used_from_another_thread(engine):
+    """asyncio's rule: the thread is checked only while the loop runs."""
+    loop = aioloop.new_event_loop(engine=engine)
+    rsock, wsock = socket.socketpair()
+    errors = []
+
+    def other_thread():
+        try:
+            loop.add_reader(rsock, print)
+            loop.remove_reader(rsock)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    try:
+        th = threading.Thread(target=other_thread)
+        th.start()
+        th.join()
+    finally:
+        loop.close()
+        rsock.close()
+        wsock.close()
+    assert errors == []
