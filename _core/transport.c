@@ -74,6 +74,15 @@ typedef struct TransportObject {
     int fd;
     int held_fd;                  /* a placeholder under fd, closed when CLOSE is back */
     int conn_lost;
+    /* 1 while nobody but the transport can have the socket object: the
+     * loop's accept made it and handed it over (private_sock=True), and
+     * neither extra["socket"] nor `_sock` has been given out since.  Such a
+     * socket cannot be seen open after connection_lost, so it is closed
+     * when CLOSE is back, without the placeholder (hand_off_socket).  An
+     * explicit flag, not the socket's reference count: a weak reference,
+     * an immortal object or a free-threaded build's count says nothing of
+     * who can see it. */
+    char sock_private;
     char buffered, closing, paused, protocol_paused, eof, close_submitted,
         inline_writes, stash_scheduled, lost_called;
 } TransportObject;
@@ -237,6 +246,7 @@ static int fill_socket_info(TransportObject *t)
         return -1;
     int rc = PyDict_SetItemString(t->extra_slot, "socket", ts);
     Py_DECREF(ts);
+    t->sock_private = 0;   /* given out: whoever holds it may look at it */
     return rc;
 }
 
@@ -1205,12 +1215,12 @@ static PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
     if (t->stream != NULL && t->sock != NULL) {
         /* CLOSE is not back yet, so the descriptor number must stay taken;
          * shut the connection down now so the peer sees it closed at once,
-         * whether or not the loop runs again.  A socket object only the
-         * transport references (an accepted connection nobody asked for)
-         * cannot be seen open by anyone: it is closed when CLOSE is back,
-         * without the placeholder's two syscalls. */
+         * whether or not the loop runs again.  A socket object nobody but
+         * the transport can have (sock_private: an accepted connection
+         * nobody asked for) cannot be seen open by anyone: it is closed
+         * when CLOSE is back, without the placeholder's two syscalls. */
         shutdown(t->fd, SHUT_RDWR);
-        if (Py_REFCNT(t->sock) > 1)
+        if (!t->sock_private)
             hand_off_socket(t);
     }
     maybe_close_socket(t);
@@ -1546,10 +1556,11 @@ static PyObject *tr_repr(TransportObject *t)
 
 static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"loop", "sock", "protocol", "extra", "server", NULL};
+    static char *kwlist[] = {"loop", "sock", "protocol", "extra", "server", "private_sock", NULL};
     PyObject *loop, *sock, *protocol, *extra = Py_None, *server = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OO:StreamTransport", kwlist, &loop, &sock,
-                                     &protocol, &extra, &server))
+    int private_sock = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OO$p:StreamTransport", kwlist, &loop, &sock,
+                                     &protocol, &extra, &server, &private_sock))
         return NULL;
     LoopObject *L = aio_loop_arg(tp, loop);
     if (L == NULL)
@@ -1579,6 +1590,7 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
         goto fail;
     t->sock = Py_NewRef(sock);
     t->server = Py_NewRef(server);
+    t->sock_private = (char)private_sock;
     t->extra_slot = extra == Py_None ? PyDict_New() : Py_NewRef(extra);
     t->fd = fd;
     t->high = 64 * 1024;
@@ -1671,6 +1683,17 @@ static void tr_dealloc(TransportObject *t)
     Py_DECREF(tp);
 }
 
+/* `_sock` (asyncio's attribute; its sendfile reads it): whoever reads it
+ * may keep it, so the socket is no longer private. */
+static PyObject *tr_get_sock(TransportObject *t, void *closure)
+{
+    (void)closure;
+    if (t->sock == NULL)
+        Py_RETURN_NONE;
+    t->sock_private = 0;
+    return Py_NewRef(t->sock);
+}
+
 static PyMemberDef tr_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TransportObject, weakreflist), READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, offsetof(TransportObject, dict), READONLY, NULL},
@@ -1681,13 +1704,13 @@ static PyMemberDef tr_members[] = {
     {"_protocol_paused", T_BOOL, offsetof(TransportObject, protocol_paused), READONLY, NULL},
     {"_eof", T_BOOL, offsetof(TransportObject, eof), READONLY, NULL},
     {"_loop", T_OBJECT, offsetof(TransportObject, loop), READONLY, NULL},
-    {"_sock", T_OBJECT, offsetof(TransportObject, sock), READONLY, NULL},
     {"_protocol", T_OBJECT, offsetof(TransportObject, protocol), READONLY, NULL},
     {"_server", T_OBJECT, offsetof(TransportObject, server), READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
 static PyGetSetDef tr_getset[] = {
+    {"_sock", (getter)tr_get_sock, NULL, NULL, NULL},
     {"_high_water", (getter)tr_get_high_water, NULL, NULL, NULL},
     {"_low_water", (getter)tr_get_low_water, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -384,3 +384,90 @@ def test_dropped_loop_warns_as_asyncio_does(engine):
     with pytest.warns(ResourceWarning, match="unclosed event loop"):
         del loop
         gc.collect()
+
+
+# ---- item 10: who can see the socket is a flag, not a reference count ---------
+
+@pytest.mark.parametrize("name", LOOPS)
+def test_socket_seen_through_a_weak_reference_is_closed_with_the_connection(name):
+    """Item 10: a server's connection whose socket object someone took from
+    `transport._sock` and keeps only weakly: right after connection_lost the
+    socket reads closed, as on asyncio.  Before, the transport judged by
+    Py_REFCNT(sock) > 1 that nobody could see it and left it open until the
+    engine's CLOSE came back."""
+    loop = FACTORIES[name]()
+    seen = []
+
+    class Closer(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.sock_ref = weakref.ref(transport._sock)
+
+        def data_received(self, data):
+            self.transport.close()
+            # Runs right after the _call_connection_lost that close() scheduled.
+            loop.call_soon(self.look)
+
+        def look(self):
+            sock = self.sock_ref()
+            seen.append(-1 if sock is None else sock.fileno())
+
+    async def main():
+        server = await loop.create_server(Closer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"bye")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        while not seen:
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert seen == [-1]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_private_socket_of_an_accepted_connection_is_closed(engine):
+    """The accept path's own socket (nobody asked for it) is still closed
+    once the connection is lost, without the placeholder."""
+    loop = aioloop.new_event_loop(engine=engine)
+    transports = []
+
+    class Closer(asyncio.Protocol):
+        def connection_made(self, transport):
+            transports.append(transport)
+            self.lost = loop.create_future()
+
+        def data_received(self, data):
+            transports[0].close()
+
+        def connection_lost(self, exc):
+            self.lost.set_result(None)
+
+    async def main():
+        protos = []
+        server = await loop.create_server(lambda: protos.append(Closer()) or protos[-1],
+                                          "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"bye")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        await protos[0].lost
+        for _ in range(100):   # CLOSE comes back within a few iterations
+            if transports[0]._sock is None:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert transports[0]._sock is None
