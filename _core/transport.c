@@ -151,9 +151,9 @@ static PyObject *tr_set_protocol(TransportObject *t, PyObject *const *args, size
 
 static PyObject *tr_repr(TransportObject *t)
 {
-    const char *state = t->stream == NULL && t->close_submitted ? " closed"
-                        : t->closing                            ? " closing"
-                                                                : "";
+    const char *state = t->stream == NULL && tr_conn_lost(t) ? " closed"
+                        : tr_closing(t)                      ? " closing"
+                                                             : "";
     return PyUnicode_FromFormat("<aioloop.StreamTransport%s fd=%d read=%s write=<%s, bufsize=%zu>>",
                                 state, t->fd, t->paused ? "paused" : "polling",
                                 t->wq_len ? "polling" : "idle", t->buffer_size);
@@ -219,8 +219,7 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     aio_stream_link(L, t->stream);
     return (PyObject *)t;
 fail:
-    t->closing = 1;
-    t->close_submitted = 1;
+    t->state = TR_LOST_SCHEDULED;
     Py_DECREF(t);
     return NULL;
 }
@@ -299,12 +298,24 @@ static PyObject *tr_get_sock(TransportObject *t, void *closure)
     return Py_NewRef(t->sock);
 }
 
+/* asyncio's _conn_lost: 0 while the connection is up, then 1 plus the
+ * write()s made after it was lost. */
+static PyObject *tr_get_conn_lost(TransportObject *t, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(tr_conn_lost(t) ? 1L + t->lost_writes : 0L);
+}
+
+static PyObject *tr_get_closing(TransportObject *t, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(tr_closing(t));
+}
+
 static PyMemberDef tr_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TransportObject, weakreflist), READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, offsetof(TransportObject, dict), READONLY, NULL},
     {"_sock_fd", T_INT, offsetof(TransportObject, fd), READONLY, NULL},
-    {"_conn_lost", T_INT, offsetof(TransportObject, conn_lost), READONLY, NULL},
-    {"_closing", T_BOOL, offsetof(TransportObject, closing), READONLY, NULL},
     {"_paused", T_BOOL, offsetof(TransportObject, paused), READONLY, NULL},
     {"_protocol_paused", T_BOOL, offsetof(TransportObject, protocol_paused), READONLY, NULL},
     {"_eof", T_BOOL, offsetof(TransportObject, eof), READONLY, NULL},
@@ -316,6 +327,8 @@ static PyMemberDef tr_members[] = {
 
 static PyGetSetDef tr_getset[] = {
     {"_sock", (getter)tr_get_sock, NULL, NULL, NULL},
+    {"_conn_lost", (getter)tr_get_conn_lost, NULL, NULL, NULL},
+    {"_closing", (getter)tr_get_closing, NULL, NULL, NULL},
     {"_high_water", (getter)tr_get_high_water, NULL, NULL, NULL},
     {"_low_water", (getter)tr_get_low_water, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},

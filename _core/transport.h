@@ -39,6 +39,24 @@ typedef struct wchunk {
     size_t len;
 } wchunk;
 
+/* Where a transport is in its close; each state implies the ones before
+ * (one field instead of asyncio's _closing, _conn_lost and the rest).
+ *   TR_OPEN            reading and writing.
+ *   TR_CLOSING         close() or a fatal error: nothing more is read; a
+ *                      close() waits here for the queued writes to drain
+ *                      (asyncio's _closing).
+ *   TR_LOST_SCHEDULED  CLOSE submitted and connection_lost scheduled
+ *                      (asyncio's _conn_lost > 0): writes are counted,
+ *                      not sent.
+ *   TR_LOST            connection_lost ran; the socket object is closed
+ *                      (or was handed off) once CLOSE is back. */
+typedef enum tr_close_state {
+    TR_OPEN = 0,
+    TR_CLOSING,
+    TR_LOST_SCHEDULED,
+    TR_LOST,
+} tr_close_state;
+
 typedef struct TransportObject {
     PyObject_HEAD
     PyObject *extra_slot;         /* asyncio.BaseTransport's `_extra` slot */
@@ -64,7 +82,9 @@ typedef struct TransportObject {
                                      context the transport was made in) */
     int fd;
     int held_fd;                  /* a placeholder under fd, closed when CLOSE is back */
-    int conn_lost;
+    tr_close_state state;
+    int lost_writes;              /* write()s after the connection was lost
+                                     (asyncio's _conn_lost is 1 + this) */
     /* 1 while nobody but the transport can have the socket object: the
      * loop's accept made it and handed it over (private_sock=True), and
      * neither extra["socket"] nor `_sock` has been given out since.  Such a
@@ -74,9 +94,20 @@ typedef struct TransportObject {
      * an immortal object or a free-threaded build's count says nothing of
      * who can see it. */
     char sock_private;
-    char buffered, closing, paused, protocol_paused, eof, close_submitted,
-        inline_writes, stash_scheduled, lost_called;
+    char buffered, paused, protocol_paused, eof, inline_writes, stash_scheduled;
 } TransportObject;
+
+/* close() or a fatal error happened: asyncio's is_closing(). */
+static inline int tr_closing(const TransportObject *t)
+{
+    return t->state >= TR_CLOSING;
+}
+
+/* connection_lost is scheduled or ran: asyncio's "if self._conn_lost". */
+static inline int tr_conn_lost(const TransportObject *t)
+{
+    return t->state >= TR_LOST_SCHEDULED;
+}
 
 static inline aio_state *tr_state(TransportObject *t)
 {

@@ -38,9 +38,9 @@ int is_fatal_base(PyObject *exc)
  * happened: after CLOSE no worker looks at the descriptor any more. */
 void begin_close(TransportObject *t, PyObject *exc)
 {
-    if (t->close_submitted)
+    if (tr_conn_lost(t))
         return;
-    t->close_submitted = 1;
+    t->state = TR_LOST_SCHEDULED;
     if (t->stream != NULL) {
         aio_stream_pause(t->stream);
         /* Out of memory for a small request: the socket stays registered
@@ -59,7 +59,7 @@ static void close_socket(TransportObject *t);
 /* Closes the socket object once connection_lost ran and CLOSE is back. */
 static void maybe_close_socket(TransportObject *t)
 {
-    if (!t->lost_called || t->stream != NULL || t->sock == NULL)
+    if (t->state != TR_LOST || t->stream != NULL || t->sock == NULL)
         return;
     close_socket(t);
 }
@@ -81,11 +81,9 @@ static void close_socket(TransportObject *t)
 
 void force_close(TransportObject *t, PyObject *exc)
 {
-    if (t->conn_lost)
+    if (tr_conn_lost(t))
         return;
     wq_drop(t, t->wreq ? t->wreq_chunks : 0);
-    t->closing = 1;
-    t->conn_lost++;
     begin_close(t, exc);
 }
 
@@ -136,7 +134,7 @@ int tr_close_completed(TransportObject *t, int deliver)
     t->stash_first = t->stash_last = NULL;
     if (deliver)
         maybe_close_socket(t);
-    else if (t->closing)
+    else if (tr_closing(t))
         /* The loop is closing: connection_lost will never run, so the
          * socket of a transport the user closed is closed now (as on the
          * streams loop.close() finds still open). */
@@ -176,9 +174,9 @@ static void hand_off_socket(TransportObject *t)
 PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
 {
     ON_LOOP_THREAD(t);
-    if (t->lost_called)
+    if (t->state == TR_LOST)
         Py_RETURN_NONE;
-    t->lost_called = 1;
+    t->state = TR_LOST;
     PyObject *protocol = t->protocol, *server = t->server;
     t->protocol = NULL;
     t->server = NULL;
@@ -228,15 +226,13 @@ PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)
 PyObject *tr_close(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     ON_LOOP_THREAD(t);
-    if (t->closing)
+    if (tr_closing(t))
         Py_RETURN_NONE;
-    t->closing = 1;
+    t->state = TR_CLOSING;
     if (t->stream != NULL)
         aio_stream_pause(t->stream);
-    if (t->wq_len == 0 && t->wreq == NULL) {
-        t->conn_lost++;
+    if (t->wq_len == 0 && t->wreq == NULL)
         begin_close(t, NULL);
-    }
     Py_RETURN_NONE;
 }
 
@@ -267,7 +263,7 @@ PyObject *tr_force_close(TransportObject *t, PyObject *exc)
 
 PyObject *tr_is_closing(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(t->closing);
+    return PyBool_FromLong(tr_closing(t));
 }
 
 /* The engine stopped: drop the stream without calling Python code. */
@@ -284,12 +280,10 @@ void aio_transport_engine_gone(PyObject *owner)
     /* A transport the user closed gets its socket closed now, as asyncio's
      * would have been once connection_lost ran: the engine's CLOSE that was
      * to do it will never come back. */
-    if (t->closing)
+    if (tr_closing(t))
         close_socket(t);
-    t->closing = 1;
-    t->close_submitted = 1;
-    if (!t->conn_lost)
-        t->conn_lost = 1;
+    if (t->state < TR_LOST_SCHEDULED)
+        t->state = TR_LOST_SCHEDULED;
     stash_free(t->stash_first);
     t->stash_first = t->stash_last = NULL;
 }

@@ -91,7 +91,7 @@ static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
     /* BufferedProtocol: copy into the protocol's buffers, as many rounds of
      * get_buffer()/buffer_updated() as the data needs; stop early if the
      * protocol paused reading or closed the transport meanwhile. */
-    while (*consumed < n && !t->paused && !t->closing) {
+    while (*consumed < n && !t->paused && !tr_closing(t)) {
         Py_buffer view;
         int got = protocol_buffer(t, read_hint((Py_ssize_t)(n - *consumed)), &view);
         if (got <= 0)
@@ -220,7 +220,7 @@ static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int 
 {
     /* Keep order: while anything is stashed, newer data queues behind it
      * (the stash drains from a callback scheduled by resume_reading). */
-    if (deliver && !t->closing && (t->paused || (t->stash_first != NULL && !draining))) {
+    if (deliver && !tr_closing(t) && (t->paused || (t->stash_first != NULL && !draining))) {
         stash_push_back(t, r);
         return 0;
     }
@@ -228,13 +228,13 @@ static int read_completed_impl(TransportObject *t, aio_req *r, int deliver, int 
     if (r->u.rd.ready) {
         /* Not read while closing: the stream arms no further read then
          * (asyncio stops reading at close() too). */
-        if (deliver && !t->closing && t->protocol != NULL && t->stream != NULL)
+        if (deliver && !tr_closing(t) && t->protocol != NULL && t->stream != NULL)
             rc = read_direct(t);
-    } else if (deliver && !t->closing && t->protocol != NULL) {
+    } else if (deliver && !tr_closing(t) && t->protocol != NULL) {
         if (r->result > 0) {
             size_t consumed;
             rc = deliver_data(t, r, &consumed);
-            if (rc == 0 && consumed < (size_t)r->result && t->paused && !t->closing) {
+            if (rc == 0 && consumed < (size_t)r->result && t->paused && !tr_closing(t)) {
                 /* Paused halfway through a buffered delivery: keep the rest. */
                 r->u.rd.data += consumed;
                 r->result -= (int)consumed;
@@ -300,7 +300,7 @@ static int schedule_method(TransportObject *t, const char *name, PyObject *arg)
 PyObject *tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     ON_LOOP_THREAD(t);
-    if (t->closing || t->paused)
+    if (tr_closing(t) || t->paused)
         Py_RETURN_NONE;
     t->paused = 1;
     if (t->stream != NULL)
@@ -311,7 +311,7 @@ PyObject *tr_pause_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 PyObject *tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     ON_LOOP_THREAD(t);
-    if (t->closing || !t->paused)
+    if (tr_closing(t) || !t->paused)
         Py_RETURN_NONE;
     t->paused = 0;
     if (t->stash_first != NULL && !t->stash_scheduled) {
@@ -329,7 +329,7 @@ PyObject *tr_resume_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 PyObject *tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     ON_LOOP_THREAD(t);
-    if (t->closing || t->paused || t->stream == NULL)
+    if (tr_closing(t) || t->paused || t->stream == NULL)
         Py_RETURN_NONE;
     int err = aio_stream_resume(t->loop->engine, t->stream);
     if (err < 0)
@@ -339,5 +339,5 @@ PyObject *tr_start_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 
 PyObject *tr_is_reading(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(!t->paused && !t->closing);
+    return PyBool_FromLong(!t->paused && !tr_closing(t));
 }

@@ -156,11 +156,9 @@ static int write_drained(TransportObject *t)
 {
     if (t->empty_waiter != NULL && settle_waiter(t->empty_waiter, NULL) < 0)
         return -1;
-    if (t->closing) {
-        if (!t->conn_lost) {
-            t->conn_lost++;
+    if (tr_closing(t)) {
+        if (t->state == TR_CLOSING)
             begin_close(t, NULL);
-        }
     } else if (t->eof) {
         if (shutdown(t->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
             PyObject *exc = oserror_from_errno(errno);
@@ -197,7 +195,7 @@ int write_completed(TransportObject *t, aio_req *r, int deliver)
         Py_DECREF(exc);
         return 0;
     }
-    if (t->conn_lost)
+    if (tr_conn_lost(t))
         return 0;
     if (submit_write(t) < 0)
         return -1;
@@ -253,7 +251,7 @@ static int piece_init(wpiece *p, PyObject *obj)
  * the fifth call on.  Returns 0, or -1 with an exception set. */
 static int write_after_lost(TransportObject *t)
 {
-    if (t->conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
+    if (1 + t->lost_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
         PyObject *mod = PyImport_ImportModule("asyncio.log");
         PyObject *logger = mod ? PyObject_GetAttrString(mod, "logger") : NULL;
         PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
@@ -265,7 +263,7 @@ static int write_after_lost(TransportObject *t)
             return -1;
         Py_DECREF(r);
     }
-    t->conn_lost++;
+    t->lost_writes++;
     return 0;
 }
 
@@ -391,7 +389,7 @@ PyObject *tr_write(TransportObject *t, PyObject *const *args, size_t nargsf,
     int nonempty = is_view ? PyObject_IsTrue(data) : Py_SIZE(data) > 0;
     if (nonempty <= 0)
         return nonempty < 0 ? NULL : Py_NewRef(Py_None);
-    if (t->conn_lost) {
+    if (tr_conn_lost(t)) {
         if (write_after_lost(t) < 0)
             return NULL;
         Py_RETURN_NONE;
@@ -504,7 +502,7 @@ PyObject *tr_writelines(TransportObject *t, PyObject *const *args, size_t nargsf
         goto done;
     }
 #endif
-    if (t->conn_lost) {
+    if (tr_conn_lost(t)) {
         if (total > 0 && write_after_lost(t) < 0)
             goto done;
     } else if (unsendable) {
@@ -525,7 +523,7 @@ done:
 PyObject *tr_write_eof(TransportObject *t, PyObject *Py_UNUSED(ignored))
 {
     ON_LOOP_THREAD(t);
-    if (t->closing || t->eof)
+    if (tr_closing(t) || t->eof)
         Py_RETURN_NONE;
     t->eof = 1;
     if (t->wq_len == 0 && t->wreq == NULL && shutdown(t->fd, SHUT_WR) < 0) {
