@@ -166,34 +166,62 @@ static aio_state *handle_state(PyObject *self)
     return aio_get_state_by_type(Py_TYPE(self));
 }
 
+/* Handle(callback, args, loop, context=None) and TimerHandle(when, ...), as
+ * asyncio's classes are made: __new__ only allocates an instance of the
+ * type asked for (a subclass stays a subclass), __init__ sets the fields,
+ * so a subclass's __init__ runs and its super().__init__() is this.  A
+ * handle whose __init__ never ran has no callback: running it does
+ * nothing.  (call_soon and the timers make theirs with aio_handle_new.) */
 static PyObject *handle_tp_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
+    (void)args;
+    (void)kwds;
+    return tp->tp_alloc(tp, 0);
+}
+
+static int handle_tp_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
     static char *kwlist[] = {"callback", "args", "loop", "context", NULL};
+    HandleObject *h = (HandleObject *)self;
     PyObject *cb, *cargs, *loop, *context = Py_None, *when_given = NULL;
     double when = 0.0;
-    aio_state *st = aio_get_state_by_type(tp);
-    int timer = PyType_IsSubtype(tp, st->TimerHandleType);
+    aio_state *st = aio_get_state_by_type(Py_TYPE(self));
+    if (st == NULL)
+        return -1;
+    int timer = PyObject_TypeCheck(self, st->TimerHandleType);
     if (timer) {
         static char *tkwlist[] = {"when", "callback", "args", "loop", "context", NULL};
         if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO|O:TimerHandle", tkwlist,
                                          &when_given, &cb, &cargs, &loop, &context))
-            return NULL;
+            return -1;
         when = PyFloat_AsDouble(when_given);
         if (when == -1.0 && PyErr_Occurred())
-            return NULL;
+            return -1;
     } else if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:Handle", kwlist,
                                             &cb, &cargs, &loop, &context)) {
-        return NULL;
+        return -1;
     }
-    PyObject *tup = PySequence_Tuple(cargs == Py_None ? PyTuple_New(0) : cargs);
+    /* args=None is an empty call (a new reference either way). */
+    PyObject *tup = cargs == Py_None ? PyTuple_New(0) : PySequence_Tuple(cargs);
     if (tup == NULL)
-        return NULL;
-    HandleObject *h = aio_handle_new(st, timer, cb, &PyTuple_GET_ITEM(tup, 0),
-                                     PyTuple_GET_SIZE(tup), loop, context);
-    Py_DECREF(tup);
-    if (h != NULL && timer)
-        aio_timer_set_when((TimerHandleObject *)h, when, when_given);
-    return (PyObject *)h;
+        return -1;
+    PyObject *ctx = context == Py_None ? PyContext_CopyCurrent() : Py_NewRef(context);
+    if (ctx == NULL) {
+        Py_DECREF(tup);
+        return -1;
+    }
+    Py_XSETREF(h->callback, Py_NewRef(cb));
+    Py_XSETREF(h->args, tup);
+    Py_XSETREF(h->loop, Py_NewRef(loop));
+    Py_XSETREF(h->context, ctx);
+    Py_CLEAR(h->repr);
+    h->cancelled = 0;
+    if (timer) {
+        TimerHandleObject *t = (TimerHandleObject *)h;
+        Py_CLEAR(t->when_obj);
+        aio_timer_set_when(t, when, when_given);
+    }
+    return 0;
 }
 
 static int handle_traverse(HandleObject *h, visitproc visit, void *arg)
@@ -410,6 +438,7 @@ static PyMethodDef handle_methods[] = {
 static PyType_Slot handle_slots[] = {
     {Py_tp_doc, "A callback scheduled with call_soon (asyncio.Handle's API)."},
     {Py_tp_new, handle_tp_new},
+    {Py_tp_init, handle_tp_init},
     {Py_tp_dealloc, handle_dealloc},
     {Py_tp_traverse, handle_traverse},
     {Py_tp_clear, handle_clear},

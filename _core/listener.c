@@ -3,6 +3,7 @@
  * callback(fd, addr) (callback(None, exc) for an error), which makes the
  * socket, protocol and transport (aioloop/_loop.py). */
 #include "loop.h"
+#include "engine/aio_fault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,6 +69,8 @@ static PyObject *ls_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
 
 static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
+    if (aio_loop_check_thread(l->loop) < 0)
+        return NULL;
     int err;
     if (!l->closing && l->stream != NULL &&
         (err = aio_stream_resume(l->loop->engine, l->stream)) < 0)
@@ -77,6 +80,8 @@ static PyObject *ls_resume(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 
 static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
+    if (aio_loop_check_thread(l->loop) < 0)
+        return NULL;
     if (l->stream != NULL)
         aio_stream_pause(l->stream);
     Py_RETURN_NONE;
@@ -84,6 +89,8 @@ static PyObject *ls_pause(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 
 static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
 {
+    if (aio_loop_check_thread(l->loop) < 0)
+        return NULL;
     if (l->closing)
         Py_RETURN_NONE;
     l->closing = 1;
@@ -105,17 +112,55 @@ static PyObject *ls_close(ListenerObject *l, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* callback(None, OSError(err)): the loop reports it and retries later.
- * 0, or -1 when the callback raised. */
+static int is_fatal_base(PyObject *exc)
+{
+    return PyErr_GivenExceptionMatches(exc, PyExc_SystemExit) ||
+           PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+}
+
+/* The accept (or what the loop makes of it: the descriptor's objects, the
+ * socket, the next accept's submission) failed with the raised exception:
+ * stop accepting and hand callback(None, exc) the error; the loop reports
+ * it through the exception handler and resumes the listener after a delay,
+ * as asyncio does when accept() runs out of a resource.  The server lives
+ * on.  Returns 0, or -1 when SystemExit or KeyboardInterrupt must
+ * propagate. */
+static int accept_failed(ListenerObject *l)
+{
+    PyObject *exc = aio_err_fetch();
+    if (exc != NULL && is_fatal_base(exc)) {
+        aio_err_restore(exc);
+        return -1;
+    }
+    if (l->stream != NULL)
+        aio_stream_pause(l->stream);
+    PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL) : NULL;
+    Py_XDECREF(exc);
+    if (res != NULL) {
+        Py_DECREF(res);
+        return 0;
+    }
+    /* Not even the report went through: say so, and go on accepting (no
+     * retry was scheduled to resume us). */
+    exc = aio_err_fetch();
+    if (exc != NULL && is_fatal_base(exc)) {
+        aio_err_restore(exc);
+        return -1;
+    }
+    aio_err_restore(exc);
+    PyErr_WriteUnraisable((PyObject *)l);
+    if (l->stream != NULL && !l->closing)
+        (void)aio_stream_resume(l->loop->engine, l->stream);
+    return 0;
+}
+
+/* accept_failed() for an engine error (-errno, passed as errno). */
 static int report_error(ListenerObject *l, int err)
 {
     PyObject *exc = aio_oserror(err);
-    PyObject *res = exc ? PyObject_CallFunctionObjArgs(l->callback, Py_None, exc, NULL) : NULL;
-    Py_XDECREF(exc);
-    if (res == NULL)
-        return -1;
-    Py_DECREF(res);
-    return 0;
+    if (exc != NULL)
+        aio_err_restore(exc);
+    return accept_failed(l);
 }
 
 static int listener_completion(PyObject *owner, aio_req *r, int deliver)
@@ -144,28 +189,29 @@ static int listener_completion(PyObject *owner, aio_req *r, int deliver)
     } else if (fd < 0) {
         /* Out of descriptors or buffers: stop accepting until the server
          * resumes us (after a delay, as asyncio does). */
-        aio_stream_pause(l->stream);
         rc = report_error(l, -fd);
     } else {
-        PyObject *fdo = PyLong_FromLong(fd);
+        /* The accepted connection's objects (a fault site): when they
+         * cannot be made, or the callback could not make the socket, the
+         * descriptor is closed and the error reported as an accept's. */
+        PyObject *fdo = aio_fault_hit(AIO_FAULT_PYOBJ) ? PyErr_NoMemory() : PyLong_FromLong(fd);
         PyObject *addr = fdo ? aio_sockaddr_to_py((struct sockaddr *)&r->u.acc.addr,
                                                   r->u.acc.addrlen)
                              : NULL;
-        PyObject *res = addr ? PyObject_CallFunctionObjArgs(l->callback, fdo, addr, NULL) : NULL;
         if (addr == NULL)
-            close(fd);
-        if (res == NULL)
-            rc = -1;
-        Py_XDECREF(res);
+            close(fd);   /* else the callback owns it, failing or not */
+        PyObject *res = addr ? PyObject_CallFunctionObjArgs(l->callback, fdo, addr, NULL) : NULL;
         Py_XDECREF(fdo);
         Py_XDECREF(addr);
+        if (res == NULL)
+            rc = accept_failed(l);
+        Py_XDECREF(res);
     }
     aio_req_free(r);
+    int err;
     if (deliver && l->stream != NULL &&
-        aio_stream_release(l->loop->engine, l->stream, 1) < 0 && rc == 0) {
-        PyErr_NoMemory();
-        rc = -1;
-    }
+        (err = aio_stream_release(l->loop->engine, l->stream, 1)) < 0 && rc == 0)
+        rc = report_error(l, -err);
     return rc;
 }
 

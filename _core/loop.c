@@ -215,7 +215,7 @@ LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop)
         return NULL;
     }
     LoopObject *L = (LoopObject *)loop;
-    if (aio_loop_check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0 || aio_loop_check_thread(L) < 0)
         return NULL;
     if (!L->engine_ready) {
         PyErr_SetString(PyExc_RuntimeError, "the loop was never initialized");
@@ -224,15 +224,17 @@ LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop)
     return L;
 }
 
+int aio_loop_wrong_thread(void)
+{
+    PyErr_SetString(PyExc_RuntimeError,
+                    "Non-thread-safe operation invoked on an event loop other "
+                    "than the current one");
+    return -1;
+}
+
 static int check_thread(LoopObject *L)
 {
-    if (L->running && PyThread_get_thread_ident() != L->thread_id) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "Non-thread-safe operation invoked on an event loop other "
-                        "than the current one");
-        return -1;
-    }
-    return 0;
+    return aio_loop_check_thread(L);
 }
 
 static int is_coroutine_function(PyObject *cb)
@@ -805,7 +807,7 @@ static int loop_run_once(LoopObject *L)
 
 static PyObject *loop_py_run_once(LoopObject *L, PyObject *Py_UNUSED(ignored))
 {
-    if (engine_ensure(L) < 0 || aio_loop_check_closed(L) < 0)
+    if (engine_ensure(L) < 0 || aio_loop_check_closed(L) < 0 || aio_loop_check_thread(L) < 0)
         return NULL;
     if (loop_run_once(L) < 0)
         return NULL;
@@ -1012,9 +1014,50 @@ static int loop_clear(LoopObject *L)
     return 0;
 }
 
+/* A loop dropped without close(), as asyncio's BaseEventLoop.__del__ does
+ * it: ResourceWarning("unclosed event loop"), then close() unless it runs.
+ * Python subclasses (aioloop.Loop) find this as their __del__, so their
+ * close() runs; the bare core has none and closes its core.  Either way
+ * the engine stops: its threads are joined and every stream's descriptor
+ * closed.  This is also what breaks the cycle loop -> stream owner
+ * (listener, transport) -> loop, which the collector alone cannot. */
+static void loop_finalize(PyObject *self)
+{
+    LoopObject *L = (LoopObject *)self;
+    if (L->closed && !L->engine_ready)
+        return;
+    PyObject *exc = aio_err_fetch();
+    if (!L->closed &&
+        PyErr_ResourceWarning(self, 1, "unclosed event loop %R", self) < 0)
+        PyErr_WriteUnraisable(self);
+    if (!L->running) {
+        PyObject *close = PyObject_GetAttrString(self, "close");
+        if (close == NULL) {
+            PyErr_Clear();
+        } else {
+            PyObject *r = PyObject_CallNoArgs(close);
+            Py_DECREF(close);
+            if (r == NULL)
+                PyErr_WriteUnraisable(self);
+            Py_XDECREF(r);
+        }
+        /* The core's part, whatever close() did or failed to do. */
+        if (!L->running) {
+            L->closed = 1;
+            clear_queues(L);
+            aio_fd_clear(L);
+            shutdown_engine(L);
+        }
+    }
+    if (exc != NULL)
+        aio_err_restore(exc);
+}
+
 static void loop_dealloc(LoopObject *L)
 {
     PyTypeObject *tp = Py_TYPE(L);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)L) < 0)
+        return;   /* resurrected by the finalizer */
     PyObject_GC_UnTrack(L);
     loop_clear(L);
     shutdown_engine(L);
@@ -1164,6 +1207,7 @@ static PyType_Slot loop_slots[] = {
     {Py_tp_new, loop_tp_new},
     {Py_tp_init, loop_init},
     {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_finalize, loop_finalize},
     {Py_tp_setattro, aio_loop_setattro},
     {Py_tp_traverse, loop_traverse},
     {Py_tp_clear, loop_clear},

@@ -72,6 +72,21 @@ int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
 LoopObject *aio_loop_arg(PyTypeObject *tp, PyObject *loop);
 int aio_loop_check_closed(LoopObject *L);
 
+/* The one thread rule: a method that touches the engine (submits, pauses or
+ * closes a stream, changes the loop's epoll set, runs an iteration) called
+ * from a thread other than the one running the loop raises asyncio's
+ * RuntimeError, in every mode (asyncio checks call_soon so in debug mode
+ * only); call_soon_threadsafe is the way in.  A loop that is not running
+ * may be used from any thread, as asyncio's _check_thread allows.  One
+ * compare of thread ids.  Returns 0, or -1 with RuntimeError set. */
+int aio_loop_wrong_thread(void);
+static inline int aio_loop_check_thread(LoopObject *L)
+{
+    if (L->running && PyThread_get_thread_ident() != L->thread_id)
+        return aio_loop_wrong_thread();
+    return 0;
+}
+
 /* clock.c */
 /* Looks again whether time() is overridden and records the answer: 1 when it
  * is, 0 when it is the core's, -1 with an exception set. */

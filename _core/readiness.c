@@ -197,23 +197,33 @@ static PyObject *remove_watch(LoopObject *L, PyObject *fdobj, int write)
     Py_RETURN_TRUE;
 }
 
+/* Each changes the loop's epoll set and slot table: loop thread only
+ * (aio_loop_check_thread). */
 PyObject *aio_loop_add_reader(LoopObject *L, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (aio_loop_check_thread(L) < 0)
+        return NULL;
     return add_watch(L, args, nargs, 0);
 }
 
 PyObject *aio_loop_add_writer(LoopObject *L, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (aio_loop_check_thread(L) < 0)
+        return NULL;
     return add_watch(L, args, nargs, 1);
 }
 
 PyObject *aio_loop_remove_reader(LoopObject *L, PyObject *fd)
 {
+    if (aio_loop_check_thread(L) < 0)
+        return NULL;
     return remove_watch(L, fd, 0);
 }
 
 PyObject *aio_loop_remove_writer(LoopObject *L, PyObject *fd)
 {
+    if (aio_loop_check_thread(L) < 0)
+        return NULL;
     return remove_watch(L, fd, 1);
 }
 

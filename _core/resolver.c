@@ -236,7 +236,7 @@ PyObject *aio_loop_getaddrinfo_raw(LoopObject *L, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "host and port must be bytes or None");
         return NULL;
     }
-    if (aio_loop_check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0 || aio_loop_check_thread(L) < 0)
         return NULL;
     PyObject *fut = aio_loop_create_future(L);
     if (fut == NULL)
@@ -268,7 +268,7 @@ PyObject *aio_loop_getnameinfo_raw(LoopObject *L, PyObject *args)
     if (!PyArg_ParseTuple(args, "isiIIi:_getnameinfo", &family, &host, &port, &flowinfo,
                           &scope_id, &flags))
         return NULL;
-    if (aio_loop_check_closed(L) < 0)
+    if (aio_loop_check_closed(L) < 0 || aio_loop_check_thread(L) < 0)
         return NULL;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);

@@ -305,9 +305,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     # -- stream transports and servers ----------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None, _nodelay=None):
+                               extra=None, server=None, _nodelay=None, _private_sock=False):
         # _nodelay: the accept path's answer, decided once per listener
         # (None: look at the socket, as asyncio's _set_nodelay does).
+        # _private_sock: the accept path's socket object, which nobody else
+        # holds (see the transport's sock_private).
         if _nodelay is None:
             self._ensure_fd_no_transport(sock)
             base_events._set_nodelay(sock)
@@ -331,7 +333,8 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         # Looked up before the transport exists: a protocol without it fails
         # here with asyncio's AttributeError, and no stream is left started.
         connection_made = protocol.connection_made
-        transport = _core.StreamTransport(self, sock, protocol, extra, server)
+        transport = _core.StreamTransport(self, sock, protocol, extra, server,
+                                          private_sock=_private_sock)
         if server is not None:
             if _ATTACH_TAKES_TRANSPORT:
                 server._attach(transport)
@@ -385,9 +388,12 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                    ssl_handshake_timeout, ssl_shutdown_timeout, spec, fd, addr):
         if fd is None:
             exc = addr
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                # Out of a resource: the listener stopped itself; try again
-                # after a delay instead of spinning (asyncio does the same).
+            if isinstance(exc, MemoryError) or getattr(exc, "errno", None) in (
+                    errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of a resource (descriptors, or memory for the accepted
+                # connection's objects: that connection is closed): the
+                # listener stopped itself; try again after a delay instead
+                # of spinning (asyncio does the same).
                 self.call_exception_handler({
                     "message": "socket.accept() out of system resource",
                     "exception": exc,
@@ -423,7 +429,7 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         try:
             protocol = protocol_factory()
             transport = self._make_socket_transport(conn, protocol, extra=extra, server=server,
-                                                    _nodelay=spec[3])
+                                                    _nodelay=spec[3], _private_sock=True)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
