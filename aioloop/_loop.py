@@ -305,9 +305,12 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     # -- stream transports and servers ----------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None, _nodelay=None):
+                               extra=None, server=None, context=None, _nodelay=None):
         # _nodelay: the accept path's answer, decided once per listener
         # (None: look at the socket, as asyncio's _set_nodelay does).
+        # context (Python 3.15 passes it): the context connection_made runs
+        # in.  The C transport runs its other protocol callbacks in a copy of
+        # the context current here, which the callers make the same one.
         if _nodelay is None:
             self._ensure_fd_no_transport(sock)
             base_events._set_nodelay(sock)
@@ -338,10 +341,10 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             else:
                 server._attach()
         self._transports[sock.fileno()] = transport
-        self.call_soon(connection_made, transport)
-        self.call_soon(transport._start_reading)
+        self.call_soon(connection_made, transport, context=context)
+        self.call_soon(transport._start_reading, context=context)
         if waiter is not None:
-            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None, context=context)
         return transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
@@ -351,21 +354,26 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                             server_side=False, server_hostname=None, extra=None,
                             server=None,
                             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+                            context=None):
         # TLS is asyncio's own SSLProtocol (a BufferedProtocol) on top of a
         # stream transport, as on asyncio's loops.
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             **_ssl_shutdown_kw(ssl_shutdown_timeout))
-        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server,
+                                    context=context)
         return ssl_protocol._app_transport
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
                        backlog=100, ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT, context=None):
         # Accepts run on a completion thread; each accepted descriptor comes
-        # back as a completion and becomes a transport here.
+        # back as a completion and becomes a transport here.  context (the
+        # server's, from Python 3.15 on): each connection's protocol factory
+        # and callbacks run in a copy of it, as on asyncio 3.15; without it,
+        # in a copy of the context the listener was made in.
         listener = self._listeners.get(sock)
         if listener is None:
             # What each accepted socket is, decided once: socket.socket's
@@ -376,13 +384,13 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             on_accept = functools.partial(
                 self._on_accept, protocol_factory, sock, sslcontext, server,
                 ssl_handshake_timeout, ssl_shutdown_timeout,
-                (family, type_ | socket.SOCK_NONBLOCK, proto, nodelay))
+                (family, type_ | socket.SOCK_NONBLOCK, proto, nodelay), context)
             listener = _core.Listener(self, sock.fileno(), on_accept)
             self._listeners[sock] = listener
         listener.resume()
 
     def _on_accept(self, protocol_factory, sock, sslcontext, server,
-                   ssl_handshake_timeout, ssl_shutdown_timeout, spec, fd, addr):
+                   ssl_handshake_timeout, ssl_shutdown_timeout, spec, context, fd, addr):
         if fd is None:
             exc = addr
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -414,16 +422,26 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         if self._debug:
             logger.debug("%r got a new connection from %r: %r", server, addr, conn)
         extra = {"peername": addr}
+        conn_context = None if context is None else context.copy()
         if sslcontext:
+            # asyncio's own coroutine; 3.15's takes the context (3.14's not).
+            kw = {} if conn_context is None else {"context": conn_context}
             self.create_task(selector_events.BaseSelectorEventLoop._accept_connection2(
                 self, protocol_factory, conn, extra, sslcontext, server,
-                ssl_handshake_timeout, ssl_shutdown_timeout))
+                ssl_handshake_timeout, ssl_shutdown_timeout, **kw), context=conn_context)
             return
+        if conn_context is None:
+            self._accept_plain(protocol_factory, conn, extra, server, spec[3], None)
+        else:
+            conn_context.run(self._accept_plain, protocol_factory, conn, extra, server,
+                             spec[3], conn_context)
+
+    def _accept_plain(self, protocol_factory, conn, extra, server, nodelay, context):
         protocol = transport = None
         try:
             protocol = protocol_factory()
             transport = self._make_socket_transport(conn, protocol, extra=extra, server=server,
-                                                    _nodelay=spec[3])
+                                                    context=context, _nodelay=nodelay)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -432,15 +450,15 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             else:
                 transport.close()
             if self._debug:
-                context = {
+                info = {
                     "message": "Error on transport creation for incoming connection",
                     "exception": exc,
                 }
                 if protocol is not None:
-                    context["protocol"] = protocol
+                    info["protocol"] = protocol
                 if transport is not None:
-                    context["transport"] = transport
-                self.call_exception_handler(context)
+                    info["transport"] = transport
+                self.call_exception_handler(info)
 
     def _resume_listener(self, sock):
         self._accept_retries.pop(sock, None)
