@@ -36,7 +36,7 @@ def src(tmp_path):
     """A copy of what a build needs, without built files."""
     dst = tmp_path / "src"
     dst.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, dst / name)
     ignore = shutil.ignore_patterns("*.so", "*.o", "__pycache__", "build")
     shutil.copytree(ROOT / "_core", dst / "_core", ignore=ignore)
