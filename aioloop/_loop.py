@@ -74,6 +74,10 @@ def _env_int(name):
 
 
 _ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+# asyncio's handle for call_soon_threadsafe() where it has one (3.14): its
+# lock makes cancel() from another thread wait for a callback that is
+# running, and a cancel that wins the race stop the callback.
+_ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
 
 # What BaseEventLoop.start_tls() and sendfile() look for on a transport.
 _core.StreamTransport._start_tls_compatible = True
@@ -211,6 +215,20 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    if _ThreadSafeHandle is not None:
+        def call_soon_threadsafe(self, callback, *args, context=None):
+            """Like call_soon(), but thread-safe; the handle is asyncio's
+            _ThreadSafeHandle (its cancel() and cancelled() wait for a
+            callback that is running), queued through the C core's wakeup."""
+            self._check_closed()
+            if self._debug:
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = _ThreadSafeHandle(callback, args, self, context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            _core.Loop.call_soon_threadsafe(self, handle._run)
+            return handle
 
     def close(self):
         """Close the loop: drop pending callbacks, shut the default executor
