@@ -35,6 +35,23 @@ def _error(prog, message):
     return EXIT_USAGE
 
 
+def check_loop(engine):
+    """Make and close one loop with ``engine`` (None: ``AIOLOOP_ENGINE``)
+    and the AIOLOOP_* settings of the environment, so that a bad value or
+    an engine this machine refuses is one line (UsageError) before the
+    program starts, not a traceback from the program's first loop."""
+    try:
+        aioloop.new_event_loop(engine=engine).close()
+    except OSError as exc:
+        name = engine or os.environ.get("AIOLOOP_ENGINE")
+        raise UsageError(f"engine {name!r} is not available here: {exc}") from None
+    except ValueError as exc:
+        if engine is None and os.environ.get("AIOLOOP_ENGINE", "auto") not in ENGINES + ("",):
+            raise UsageError(f"AIOLOOP_ENGINE={os.environ['AIOLOOP_ENGINE']!r} is not an engine "
+                             f"(choose from {', '.join(ENGINES)})") from None
+        raise UsageError(str(exc)) from None
+
+
 # -- making aioloop the loop asyncio creates ---------------------------------
 
 def use_aioloop(engine=None, *, policy=None):
@@ -201,12 +218,11 @@ def run_main(argv, prog="python -m aioloop run"):
         sys.stdout.write(RUN_HELP)
         return 0
     engine, module, script, args = parsed
-    if engine is not None:
-        # Fail here, in one line, if the engine cannot run on this machine.
-        try:
-            aioloop.new_event_loop(engine=engine).close()
-        except OSError as exc:
-            return _error(prog, f"engine {engine!r} is not available here: {exc}")
+    # Fail here, in one line, if the engine or a setting cannot work.
+    try:
+        check_loop(engine)
+    except UsageError as exc:
+        return _error(prog, str(exc))
     use_aioloop(engine)
 
     if module is not None:
@@ -316,11 +332,7 @@ def _check_serve_options(opts):
         path = getattr(opts, name)
         if path and not os.path.isfile(path):
             raise UsageError(f"--{name.replace('_', '-')}: no such file: {path!r}")
-    if opts.engine is not None:
-        try:
-            aioloop.new_event_loop(engine=opts.engine).close()
-        except OSError as exc:
-            raise UsageError(f"engine {opts.engine!r} is not available here: {exc}") from None
+    check_loop(opts.engine)
 
 
 def serve_main(argv, prog="python -m aioloop serve"):
@@ -331,6 +343,11 @@ def serve_main(argv, prog="python -m aioloop serve"):
         argv, app_args = argv[:i], argv[i + 1:]
     opts = parser.parse_args(argv)
     opts.app_args = app_args
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError as exc:
+        return _error(prog, f"serve needs aiohttp, which cannot be imported here ({exc}): "
+                            f"{sys.executable} -m pip install aiohttp")
     try:
         _check_serve_options(opts)
         if ":" not in opts.app:

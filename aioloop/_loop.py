@@ -161,7 +161,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             resolver_threads = _env_int("AIOLOOP_RESOLVER_THREADS")
         try:
             if inline_writes is None:
-                inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "thread") == "inline"
+                mode = os.environ.get("AIOLOOP_WRITE_MODE") or "thread"
+                if mode not in ("thread", "inline"):
+                    raise ValueError("AIOLOOP_WRITE_MODE must be 'thread' or 'inline', "
+                                     f"got {mode!r}")
+                inline_writes = mode == "inline"
             kw = dict(threads=threads, resolver_threads=resolver_threads,
                       inline_writes=inline_writes)
             if ring_buffers is None:
