@@ -84,6 +84,26 @@ _core.StreamTransport._start_tls_compatible = True
 _core.StreamTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
 
+if sys.version_info >= (3, 14):
+    _c_writelines = _core.StreamTransport.writelines
+    _ONE_BYTE = (b"\0",)
+
+    def _writelines(self, list_of_data):
+        """asyncio 3.14's writelines(): after write_eof() and sendfile
+        checks and the argument's truth, a lost (or closed) connection looks
+        at nothing more (it only counts the write); otherwise items that are
+        false (b"", None, 0) are skipped, never buffered.  (A C version of
+        this belongs in transport.c's tr_writelines.)"""
+        if self._eof or not list_of_data:
+            return _c_writelines(self, list_of_data)
+        if self._conn_lost:
+            return _c_writelines(self, _ONE_BYTE)
+        return _c_writelines(self, [data for data in list_of_data if data])
+
+    _writelines.__name__ = _writelines.__qualname__ = "writelines"
+    _core.StreamTransport.writelines = _writelines
+
+
 def _ssl_shutdown_kw(timeout):
     # SSLProtocol takes ssl_shutdown_timeout from 3.11 on.
     return {"ssl_shutdown_timeout": timeout}
@@ -323,6 +343,21 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     # _borrowed.TABLE below the class: a sock_* call is a Python round trip
     # on the loop thread either way, so a completion-thread hop would only
     # add latency.
+
+    if sys.version_info >= (3, 15):
+        # asyncio 3.15's selector transports (the datagram, pipe and
+        # readiness-based ones aioloop borrows) pass the transport's context.
+        def _add_reader(self, fd, callback, *args, context=None):
+            if context is not None:
+                args = (callback, *args)
+                callback = context.run
+            return _core.Loop._add_reader(self, fd, callback, *args)
+
+        def _add_writer(self, fd, callback, *args, context=None):
+            if context is not None:
+                args = (callback, *args)
+                callback = context.run
+            return _core.Loop._add_writer(self, fd, callback, *args)
 
     # -- stream transports and servers ----------------------------------------
 
