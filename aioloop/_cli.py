@@ -57,14 +57,15 @@ def check_loop(engine):
 def use_aioloop(engine=None, *, policy=None):
     """Make every loop that asyncio creates by default an aioloop loop.
 
-    Where event loop policies exist (up to Python 3.15) an aioloop policy is
-    set: ``asyncio.run()``, ``asyncio.Runner()``, ``asyncio.new_event_loop()``
-    and the implicit loop of ``asyncio.get_event_loop()`` all ask the policy.
-    The policy is set through the private setter on 3.14-3.15, where the
-    public one is deprecated.  Without policies (``policy=False``, or 3.16+)
-    ``asyncio.new_event_loop`` is replaced in ``asyncio`` and
-    ``asyncio.events``: ``Runner`` (and so ``asyncio.run``) calls
-    ``events.new_event_loop()`` when it has no ``loop_factory``.
+    Up to Python 3.13 an aioloop policy is set: ``asyncio.run()``,
+    ``asyncio.Runner()``, ``asyncio.new_event_loop()`` and the implicit loop
+    of ``asyncio.get_event_loop()`` all ask the policy.  From 3.14 on, where
+    policies are deprecated (and gone in 3.16), and with ``policy=False``,
+    the loop factory comes in without one: ``asyncio.new_event_loop`` is
+    replaced in ``asyncio`` and ``asyncio.events``, and ``Runner`` (and so
+    ``asyncio.run``) calls ``events.new_event_loop()`` when it has no
+    ``loop_factory``.  ``policy=True`` still sets a policy up to 3.15
+    (through the private setter on 3.14-3.15).
 
     ``engine`` (None: ``AIOLOOP_ENGINE`` or auto) goes to every new loop.
     Returns the loop factory.
@@ -72,7 +73,7 @@ def use_aioloop(engine=None, *, policy=None):
     factory = functools.partial(aioloop.new_event_loop, engine=engine)
     policy_class = getattr(aioloop, "EventLoopPolicy", None)
     if policy is None:
-        policy = policy_class is not None
+        policy = policy_class is not None and sys.version_info < (3, 14)
     if policy:
         if policy_class is None:
             raise RuntimeError("this Python has no event loop policies")
