@@ -107,3 +107,24 @@ def test_a_wheel_links_liburing_statically(src, tmp_path):
     libs = needed(so)
     assert libs and not [lib for lib in libs if "liburing" in lib], libs
     assert probe(unpacked) == 1
+
+
+@pytest.mark.skipif(not have_setuptools(), reason="setuptools is not installed here")
+def test_the_sdist_holds_what_the_build_and_the_tests_need(tmp_path):
+    import tarfile
+    r = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [sdist] = tmp_path.glob("aioloop-*.tar.gz")
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0:
+        want = {n for n in tracked.stdout.split()
+                if n.split("/", 1)[0] in ("_core", "aioloop", "tests", "bench", "examples")}
+    else:
+        want = {"_core/core.h", "_core/engine/aio_engine.h", "tests/conftest.py",
+                "bench/c/loadgen.c"}
+    want |= {"LICENSE", "README.md", "pyproject.toml", "setup.py", "Makefile", ".ci/run"}
+    assert not want - names, sorted(want - names)
+    assert not [n for n in names if n.endswith((".so", ".o")) or "@test_" in n]
