@@ -76,7 +76,7 @@ def _env_int(name):
 _ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 # asyncio's handle for call_soon_threadsafe() where it has one (3.14): its
 # lock makes cancel() from another thread wait for a callback that is
-# running, and a cancel that wins the race stop the callback.
+# running, and a cancel that wins the race stops the callback.
 _ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
 
 # What BaseEventLoop.start_tls() and sendfile() look for on a transport.
