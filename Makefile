@@ -1,10 +1,16 @@
 # Developer targets.  The README's two quick-start commands need none of this.
 PYTHON ?= python3
 
-.PHONY: build test engine-test sanitize sanitize-python fault stress stress-asan conformance bench bench-quick bench-callgrind clean
+.PHONY: build wheel sdist test engine-test sanitize sanitize-python fault stress stress-asan conformance bench bench-quick bench-callgrind clean
 
 build:                 ## build the extension in place
 	$(PYTHON) setup.py -q build_ext --inplace
+
+wheel:                 ## a manylinux wheel per supported Python here, in wheelhouse/ (each installed and run in a fresh venv)
+	.ci/wheel
+
+sdist:                 ## the source distribution, in dist/
+	$(PYTHON) -m pip install -q build && $(PYTHON) -m build --sdist
 
 test: build            ## the whole suite
 	$(PYTHON) -m pytest
@@ -52,4 +58,4 @@ bench-callgrind: build ## instructions per operation of the loop-overhead worklo
 	$(PYTHON) -m bench --only callgrind
 
 clean:
-	rm -rf build _core/tests/build aioloop/*.so
+	rm -rf build _core/tests/build aioloop/*.so wheelhouse dist

@@ -12,7 +12,18 @@ import os
 import subprocess
 import tempfile
 
+import sysconfig
+
 from setuptools import Extension, setup
+
+if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    # The extension relies on the GIL (docs/architecture.md, "Free-threaded
+    # Python"): refuse in one clear line rather than build something that
+    # would re-enable the GIL or misbehave.
+    raise SystemExit(
+        "aioloop: cannot build for a free-threaded Python (Py_GIL_DISABLED=1): "
+        "aioloop needs the GIL. Build and install it with the regular build of "
+        "this Python (python3.X rather than python3.Xt).")
 
 cflags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-fvisibility=hidden"]
 ldflags = ["-lpthread"]

@@ -5,7 +5,26 @@ Use it with ``asyncio.run(main(), loop_factory=aioloop.new_event_loop)``,
 """
 import asyncio as _asyncio
 import sys as _sys
+import sysconfig as _sysconfig
 import warnings as _warnings
+
+
+def _free_threaded():
+    """Whether this interpreter is a free-threaded (no-GIL) build."""
+    return bool(_sysconfig.get_config_var("Py_GIL_DISABLED"))
+
+
+if _free_threaded():
+    # Checked before _core is imported: its loop relies on the GIL (see
+    # docs/architecture.md, "Free-threaded Python"), and a free-threaded
+    # interpreter would otherwise import it and silently turn the GIL on, or
+    # fail with a bare "undefined symbol".
+    raise ImportError(
+        "aioloop needs a CPython build with the GIL; this interpreter is a "
+        f"free-threaded build (Python {_sys.version.split()[0]}, "
+        "Py_GIL_DISABLED=1). Run aioloop on the regular build of the same "
+        "Python (python3.X rather than python3.Xt); docs/architecture.md says "
+        "what a free-threaded port needs.")
 
 from ._loop import Loop
 from ._core import Handle, TimerHandle

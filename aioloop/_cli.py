@@ -35,19 +35,37 @@ def _error(prog, message):
     return EXIT_USAGE
 
 
+def check_loop(engine):
+    """Make and close one loop with ``engine`` (None: ``AIOLOOP_ENGINE``)
+    and the AIOLOOP_* settings of the environment, so that a bad value or
+    an engine this machine refuses is one line (UsageError) before the
+    program starts, not a traceback from the program's first loop."""
+    try:
+        aioloop.new_event_loop(engine=engine).close()
+    except OSError as exc:
+        name = engine or os.environ.get("AIOLOOP_ENGINE")
+        raise UsageError(f"engine {name!r} is not available here: {exc}") from None
+    except ValueError as exc:
+        if engine is None and os.environ.get("AIOLOOP_ENGINE", "auto") not in ENGINES + ("",):
+            raise UsageError(f"AIOLOOP_ENGINE={os.environ['AIOLOOP_ENGINE']!r} is not an engine "
+                             f"(choose from {', '.join(ENGINES)})") from None
+        raise UsageError(str(exc)) from None
+
+
 # -- making aioloop the loop asyncio creates ---------------------------------
 
 def use_aioloop(engine=None, *, policy=None):
     """Make every loop that asyncio creates by default an aioloop loop.
 
-    Where event loop policies exist (up to Python 3.15) an aioloop policy is
-    set: ``asyncio.run()``, ``asyncio.Runner()``, ``asyncio.new_event_loop()``
-    and the implicit loop of ``asyncio.get_event_loop()`` all ask the policy.
-    The policy is set through the private setter on 3.14-3.15, where the
-    public one is deprecated.  Without policies (``policy=False``, or 3.16+)
-    ``asyncio.new_event_loop`` is replaced in ``asyncio`` and
-    ``asyncio.events``: ``Runner`` (and so ``asyncio.run``) calls
-    ``events.new_event_loop()`` when it has no ``loop_factory``.
+    Up to Python 3.13 an aioloop policy is set: ``asyncio.run()``,
+    ``asyncio.Runner()``, ``asyncio.new_event_loop()`` and the implicit loop
+    of ``asyncio.get_event_loop()`` all ask the policy.  From 3.14 on, where
+    policies are deprecated (and gone in 3.16), and with ``policy=False``,
+    the loop factory comes in without one: ``asyncio.new_event_loop`` is
+    replaced in ``asyncio`` and ``asyncio.events``, and ``Runner`` (and so
+    ``asyncio.run``) calls ``events.new_event_loop()`` when it has no
+    ``loop_factory``.  ``policy=True`` still sets a policy up to 3.15
+    (through the private setter on 3.14-3.15).
 
     ``engine`` (None: ``AIOLOOP_ENGINE`` or auto) goes to every new loop.
     Returns the loop factory.
@@ -55,7 +73,7 @@ def use_aioloop(engine=None, *, policy=None):
     factory = functools.partial(aioloop.new_event_loop, engine=engine)
     policy_class = getattr(aioloop, "EventLoopPolicy", None)
     if policy is None:
-        policy = policy_class is not None
+        policy = policy_class is not None and sys.version_info < (3, 14)
     if policy:
         if policy_class is None:
             raise RuntimeError("this Python has no event loop policies")
@@ -201,12 +219,11 @@ def run_main(argv, prog="python -m aioloop run"):
         sys.stdout.write(RUN_HELP)
         return 0
     engine, module, script, args = parsed
-    if engine is not None:
-        # Fail here, in one line, if the engine cannot run on this machine.
-        try:
-            aioloop.new_event_loop(engine=engine).close()
-        except OSError as exc:
-            return _error(prog, f"engine {engine!r} is not available here: {exc}")
+    # Fail here, in one line, if the engine or a setting cannot work.
+    try:
+        check_loop(engine)
+    except UsageError as exc:
+        return _error(prog, str(exc))
     use_aioloop(engine)
 
     if module is not None:
@@ -316,11 +333,7 @@ def _check_serve_options(opts):
         path = getattr(opts, name)
         if path and not os.path.isfile(path):
             raise UsageError(f"--{name.replace('_', '-')}: no such file: {path!r}")
-    if opts.engine is not None:
-        try:
-            aioloop.new_event_loop(engine=opts.engine).close()
-        except OSError as exc:
-            raise UsageError(f"engine {opts.engine!r} is not available here: {exc}") from None
+    check_loop(opts.engine)
 
 
 def serve_main(argv, prog="python -m aioloop serve"):
@@ -331,6 +344,11 @@ def serve_main(argv, prog="python -m aioloop serve"):
         argv, app_args = argv[:i], argv[i + 1:]
     opts = parser.parse_args(argv)
     opts.app_args = app_args
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError as exc:
+        return _error(prog, f"serve needs aiohttp, which cannot be imported here ({exc}): "
+                            f"{sys.executable} -m pip install aiohttp")
     try:
         _check_serve_options(opts)
         if ":" not in opts.app:

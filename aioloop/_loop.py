@@ -74,10 +74,34 @@ def _env_int(name):
 
 
 _ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+# asyncio's handle for call_soon_threadsafe() where it has one (3.14): its
+# lock makes cancel() from another thread wait for a callback that is
+# running, and a cancel that wins the race stops the callback.
+_ThreadSafeHandle = getattr(events, "_ThreadSafeHandle", None)
 
 # What BaseEventLoop.start_tls() and sendfile() look for on a transport.
 _core.StreamTransport._start_tls_compatible = True
 _core.StreamTransport._sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+
+
+if sys.version_info >= (3, 14):
+    _c_writelines = _core.StreamTransport.writelines
+    _ONE_BYTE = (b"\0",)
+
+    def _writelines(self, list_of_data):
+        """asyncio 3.14's writelines(): after write_eof() and sendfile
+        checks and the argument's truth, a lost (or closed) connection looks
+        at nothing more (it only counts the write); otherwise items that are
+        false (b"", None, 0) are skipped, never buffered.  (A C version of
+        this belongs in transport.c's tr_writelines.)"""
+        if self._eof or not list_of_data:
+            return _c_writelines(self, list_of_data)
+        if self._conn_lost:
+            return _c_writelines(self, _ONE_BYTE)
+        return _c_writelines(self, [data for data in list_of_data if data])
+
+    _writelines.__name__ = _writelines.__qualname__ = "writelines"
+    _core.StreamTransport.writelines = _writelines
 
 
 def _ssl_shutdown_kw(timeout):
@@ -157,7 +181,11 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             resolver_threads = _env_int("AIOLOOP_RESOLVER_THREADS")
         try:
             if inline_writes is None:
-                inline_writes = os.environ.get("AIOLOOP_WRITE_MODE", "thread") == "inline"
+                mode = os.environ.get("AIOLOOP_WRITE_MODE") or "thread"
+                if mode not in ("thread", "inline"):
+                    raise ValueError("AIOLOOP_WRITE_MODE must be 'thread' or 'inline', "
+                                     f"got {mode!r}")
+                inline_writes = mode == "inline"
             kw = dict(threads=threads, resolver_threads=resolver_threads,
                       inline_writes=inline_writes)
             if ring_buffers is None:
@@ -211,6 +239,20 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             events._set_running_loop(None)
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    if _ThreadSafeHandle is not None:
+        def call_soon_threadsafe(self, callback, *args, context=None):
+            """Like call_soon(), but thread-safe; the handle is asyncio's
+            _ThreadSafeHandle (its cancel() and cancelled() wait for a
+            callback that is running), queued through the C core's wakeup."""
+            self._check_closed()
+            if self._debug:
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = _ThreadSafeHandle(callback, args, self, context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            _core.Loop.call_soon_threadsafe(self, handle._run)
+            return handle
 
     def close(self):
         """Close the loop: drop pending callbacks, shut the default executor
@@ -302,14 +344,33 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
     # on the loop thread either way, so a completion-thread hop would only
     # add latency.
 
+    if sys.version_info >= (3, 15):
+        # asyncio 3.15's selector transports (the datagram, pipe and
+        # readiness-based ones aioloop borrows) pass the transport's context.
+        def _add_reader(self, fd, callback, *args, context=None):
+            if context is not None:
+                args = (callback, *args)
+                callback = context.run
+            return _core.Loop._add_reader(self, fd, callback, *args)
+
+        def _add_writer(self, fd, callback, *args, context=None):
+            if context is not None:
+                args = (callback, *args)
+                callback = context.run
+            return _core.Loop._add_writer(self, fd, callback, *args)
+
     # -- stream transports and servers ----------------------------------------
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
-                               extra=None, server=None, _nodelay=None, _private_sock=False):
+                               extra=None, server=None, context=None, _nodelay=None,
+                               _private_sock=False):
         # _nodelay: the accept path's answer, decided once per listener
         # (None: look at the socket, as asyncio's _set_nodelay does).
         # _private_sock: the accept path's socket object, which nobody else
         # holds (see the transport's sock_private).
+        # context (Python 3.15 passes it): the context connection_made runs
+        # in.  The C transport runs its other protocol callbacks in a copy of
+        # the context current here, which the callers make the same one.
         if _nodelay is None:
             self._ensure_fd_no_transport(sock)
             base_events._set_nodelay(sock)
@@ -341,10 +402,10 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             else:
                 server._attach()
         self._transports[sock.fileno()] = transport
-        self.call_soon(connection_made, transport)
-        self.call_soon(transport._start_reading)
+        self.call_soon(connection_made, transport, context=context)
+        self.call_soon(transport._start_reading, context=context)
         if waiter is not None:
-            self.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            self.call_soon(futures._set_result_unless_cancelled, waiter, None, context=context)
         return transport
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
@@ -354,21 +415,26 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                             server_side=False, server_hostname=None, extra=None,
                             server=None,
                             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
+                            context=None):
         # TLS is asyncio's own SSLProtocol (a BufferedProtocol) on top of a
         # stream transport, as on asyncio's loops.
         ssl_protocol = sslproto.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             **_ssl_shutdown_kw(ssl_shutdown_timeout))
-        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server,
+                                    context=context)
         return ssl_protocol._app_transport
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
                        backlog=100, ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT, context=None):
         # Accepts run on a completion thread; each accepted descriptor comes
-        # back as a completion and becomes a transport here.
+        # back as a completion and becomes a transport here.  context (the
+        # server's, from Python 3.15 on): each connection's protocol factory
+        # and callbacks run in a copy of it, as on asyncio 3.15; without it,
+        # in a copy of the context the listener was made in.
         listener = self._listeners.get(sock)
         if listener is None:
             # What each accepted socket is, decided once: socket.socket's
@@ -379,13 +445,13 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             on_accept = functools.partial(
                 self._on_accept, protocol_factory, sock, sslcontext, server,
                 ssl_handshake_timeout, ssl_shutdown_timeout,
-                (family, type_ | socket.SOCK_NONBLOCK, proto, nodelay))
+                (family, type_ | socket.SOCK_NONBLOCK, proto, nodelay), context)
             listener = _core.Listener(self, sock.fileno(), on_accept)
             self._listeners[sock] = listener
         listener.resume()
 
     def _on_accept(self, protocol_factory, sock, sslcontext, server,
-                   ssl_handshake_timeout, ssl_shutdown_timeout, spec, fd, addr):
+                   ssl_handshake_timeout, ssl_shutdown_timeout, spec, context, fd, addr):
         if fd is None:
             exc = addr
             if isinstance(exc, MemoryError) or getattr(exc, "errno", None) in (
@@ -420,16 +486,27 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
         if self._debug:
             logger.debug("%r got a new connection from %r: %r", server, addr, conn)
         extra = {"peername": addr}
+        conn_context = None if context is None else context.copy()
         if sslcontext:
+            # asyncio's own coroutine; 3.15's takes the context (3.14's not).
+            kw = {} if conn_context is None else {"context": conn_context}
             self.create_task(selector_events.BaseSelectorEventLoop._accept_connection2(
                 self, protocol_factory, conn, extra, sslcontext, server,
-                ssl_handshake_timeout, ssl_shutdown_timeout))
+                ssl_handshake_timeout, ssl_shutdown_timeout, **kw), context=conn_context)
             return
+        if conn_context is None:
+            self._accept_plain(protocol_factory, conn, extra, server, spec[3], None)
+        else:
+            conn_context.run(self._accept_plain, protocol_factory, conn, extra, server,
+                             spec[3], conn_context)
+
+    def _accept_plain(self, protocol_factory, conn, extra, server, nodelay, context):
         protocol = transport = None
         try:
             protocol = protocol_factory()
             transport = self._make_socket_transport(conn, protocol, extra=extra, server=server,
-                                                    _nodelay=spec[3], _private_sock=True)
+                                                    context=context, _nodelay=nodelay,
+                                                    _private_sock=True)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -438,15 +515,15 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             else:
                 transport.close()
             if self._debug:
-                context = {
+                info = {
                     "message": "Error on transport creation for incoming connection",
                     "exception": exc,
                 }
                 if protocol is not None:
-                    context["protocol"] = protocol
+                    info["protocol"] = protocol
                 if transport is not None:
-                    context["transport"] = transport
-                self.call_exception_handler(context)
+                    info["transport"] = transport
+                self.call_exception_handler(info)
 
     def _resume_listener(self, sock):
         self._accept_retries.pop(sock, None)

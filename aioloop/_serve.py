@@ -15,8 +15,28 @@ import signal
 import socket
 import ssl
 import sys
+import traceback
 
 from ._cli import UsageError, use_aioloop, _error
+
+
+class AppImportError(Exception):
+    """The application's module raised while it was imported: reported as
+    python reports it, with the module's frames only."""
+
+    def __init__(self, exc):
+        super().__init__(exc)
+        self.exc = exc
+
+
+def _own_frame(filename):
+    """Whether a traceback frame is aioloop's or the import machinery's,
+    not the application's."""
+    if filename.startswith("<frozen importlib"):
+        return True
+    path = os.path.normcase(os.path.abspath(filename))
+    return path in (os.path.normcase(os.path.abspath(__file__)),
+                    os.path.normcase(os.path.abspath(importlib.__file__)))
 
 
 def _say(message):
@@ -40,7 +60,11 @@ def _import_target(spec):
         # usage error; a missing import inside it is the program's bug.
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise UsageError(f"cannot import {module_name!r}: {exc}") from None
+        raise AppImportError(exc) from None
+    except (SystemExit, KeyboardInterrupt):
         raise
+    except BaseException as exc:
+        raise AppImportError(exc) from None
     obj = module
     for part in attr.split("."):
         try:
@@ -87,7 +111,10 @@ def _ssl_context(opts):
     try:
         ctx.load_cert_chain(opts.ssl_certfile, opts.ssl_keyfile)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load the certificate: {exc}") from None
+        files = repr(opts.ssl_certfile)
+        if opts.ssl_keyfile:
+            files += f" with the key {opts.ssl_keyfile!r}"
+        raise UsageError(f"cannot load the certificate {files}: {exc}") from None
     return ctx
 
 
@@ -137,7 +164,7 @@ async def _serve(opts):
     app = await load_app(opts.app, opts.app_args)
     tls = _ssl_context(opts)
     runner = web.AppRunner(app, access_log=_access_logger(opts.access_log),
-                           shutdown_timeout=opts.shutdown_timeout)
+                           shutdown_timeout=_aiohttp_shutdown_timeout(opts.shutdown_timeout))
     await runner.setup()
     try:
         if opts.worker_listen_fd is not None:
@@ -153,7 +180,13 @@ async def _serve(opts):
         try:
             await site.start()
         except OSError as exc:
-            raise UsageError(f"cannot listen on {site.name}: {exc}") from None
+            if opts.unix:
+                where = f"the Unix socket {opts.unix!r}"
+            elif opts.worker_listen_fd is not None:
+                where = "the supervisor's socket"
+            else:
+                where = site.name
+            raise UsageError(f"cannot listen on {where}: {exc}") from None
 
         if opts.worker_ready_fd is None:
             _say(f"serving on {', '.join(_urls(runner, opts, tls))} "
@@ -184,6 +217,16 @@ async def _serve(opts):
                 pass
 
 
+def _aiohttp_shutdown_timeout(seconds):
+    """The shutdown_timeout to give aiohttp for requests in flight to get
+    ``seconds`` in all.  aiohttp waits for a request twice with it (first
+    for the handler to finish, then again after cancelling the request,
+    which by default does not cancel the handler's task) before it cancels
+    the task, and takes 0 as no limit at all: so half of ``seconds``, and a
+    microsecond for 0."""
+    return max(seconds / 2, 1e-6)
+
+
 def serve(opts, prog):
     logging.basicConfig(level=logging.WARNING,
                         format=f"[%(process)d] %(levelname)s %(name)s: %(message)s")
@@ -193,5 +236,15 @@ def serve(opts, prog):
             runner.run(_serve(opts))
     except UsageError as exc:
         return _error(prog, str(exc))
+    except AppImportError as err:
+        # As python reports an uncaught exception, from the module's own
+        # frames on (run does the same for a program).
+        exc = err.exc
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None and _own_frame(
+                tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc.with_traceback(tb), tb)
+        return 1
     _say(f"stopped (pid {os.getpid()})")
     return 0

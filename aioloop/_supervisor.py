@@ -241,4 +241,5 @@ def supervise(opts, prog):
                 w.proc.kill()
                 w.proc.wait()
         sup.cleanup()
-        return _error(prog, f"cannot listen: {exc}")
+        where = f"the Unix socket {opts.unix!r}" if opts.unix else sup.url()
+        return _error(prog, f"cannot listen on {where}: {exc}")

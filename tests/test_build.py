@@ -36,7 +36,7 @@ def src(tmp_path):
     """A copy of what a build needs, without built files."""
     dst = tmp_path / "src"
     dst.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md"):
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, dst / name)
     ignore = shutil.ignore_patterns("*.so", "*.o", "__pycache__", "build")
     shutil.copytree(ROOT / "_core", dst / "_core", ignore=ignore)
@@ -107,3 +107,34 @@ def test_a_wheel_links_liburing_statically(src, tmp_path):
     libs = needed(so)
     assert libs and not [lib for lib in libs if "liburing" in lib], libs
     assert probe(unpacked) == 1
+
+
+def tracked_files():
+    r = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True)
+    return [n for n in r.stdout.split("\0") if n and (ROOT / n).is_file()] \
+        if r.returncode == 0 else None
+
+
+@pytest.mark.skipif(not have_setuptools(), reason="setuptools is not installed here")
+@pytest.mark.skipif(shutil.which("git") is None or tracked_files() is None,
+                    reason="not a git checkout: which files belong is unknown")
+def test_the_sdist_holds_what_the_build_and_the_tests_need(tmp_path):
+    """Built from a copy of the tracked files (a stale egg-info manifest in
+    the checkout would otherwise decide what goes in)."""
+    import tarfile
+    src = tmp_path / "src"
+    files = tracked_files()
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, src / name)
+    r = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+                       cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [sdist] = tmp_path.glob("aioloop-*.tar.gz")
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    want = {n for n in files
+            if n.split("/", 1)[0] in ("_core", "aioloop", "tests", "bench", "examples", ".ci")}
+    want |= {"LICENSE", "README.md", "pyproject.toml", "setup.py", "Makefile"}
+    assert not want - names, sorted(want - names)
+    assert not [n for n in names if n.endswith((".so", ".o")) or "@test_" in n]

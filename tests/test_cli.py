@@ -386,3 +386,134 @@ def test_help(tmp_path):
     assert "--worker-ready-fd" not in r.stdout
     r = run_cli(tmp_path, "run", "--help")
     assert r.returncode == 0 and "-m module" in r.stdout
+
+
+# -- shutdown timeouts, and errors in one line -----------------------------------
+
+class _Outcome(list):
+    pass
+
+
+def _slow_request(url, t):
+    """Starts GET /slow?t=T in a thread; returns the list its outcome lands in."""
+    out = _Outcome()
+
+    def go():
+        try:
+            out.append(h.get(url, f"/slow?t={t}", timeout=60))
+        except Exception as exc:
+            out.append(exc)
+    th = threading.Thread(target=go, daemon=True)
+    th.start()
+    out.thread = th
+    return out
+
+
+def test_serve_shutdown_timeout_zero_cuts_the_request_at_once(procs, appdir):
+    """--shutdown-timeout 0 ends requests in flight at once (aiohttp took 0
+    as no limit, and the process waited the whole 30 s request)."""
+    p, url = start(procs, appdir, "--port", "0", "--shutdown-timeout", "0", "cliapp:app")
+    out = _slow_request(url, 30)
+    p.wait_line("slow request started")
+    p.signal(signal.SIGTERM)
+    p.wait_line(r"up to 0 s for requests in flight")
+    assert p.wait(timeout=20) == 0, p.stderr()
+    out.thread.join(20)
+    assert out and isinstance(out[0], Exception), out
+
+
+def test_serve_shutdown_timeout_zero_with_workers_needs_no_kill(procs, appdir):
+    p, url = start(procs, appdir, "--port", "0", "--workers", "2", "--shutdown-timeout", "0",
+                   "cliapp:app")
+    out = _slow_request(url, 30)
+    p.wait_line("slow request started")
+    p.signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0, p.stderr()
+    assert "killing it" not in p.stderr(), p.stderr()
+    out.thread.join(20)
+    assert out and isinstance(out[0], Exception), out
+
+
+def test_serve_shutdown_timeout_is_applied_once(procs, appdir):
+    """A 6 s request with --shutdown-timeout 4 is cut: aiohttp waited the
+    timeout twice (4 + 4 s) and let it finish."""
+    p, url = start(procs, appdir, "--port", "0", "--shutdown-timeout", "4", "cliapp:app")
+    out = _slow_request(url, 6)
+    p.wait_line("slow request started")
+    p.signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0, p.stderr()
+    out.thread.join(20)
+    assert out and isinstance(out[0], Exception), out
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_a_bad_engine_in_the_environment_is_one_line(appdir, command):
+    args = ["prog.py"] if command == "run" else ["--port", "0", "cliapp:app"]
+    (appdir / "prog.py").write_text("print('ran')\n")
+    r = run_cli(appdir, command, *args, extra_env={"AIOLOOP_ENGINE": "bogus"})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"python -m aioloop {command}: error: AIOLOOP_ENGINE='bogus' "
+                                "is not an engine (choose from auto, uring, threads)"), r.stderr
+
+
+def test_a_bad_write_mode_is_refused(appdir):
+    import aioloop
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIOLOOP_WRITE_MODE", "bogus")
+    try:
+        with pytest.raises(ValueError, match="AIOLOOP_WRITE_MODE must be 'thread' or 'inline'"):
+            aioloop.new_event_loop()
+    finally:
+        mp.undo()
+    (appdir / "prog.py").write_text("print('ran')\n")
+    r = run_cli(appdir, "run", "prog.py", extra_env={"AIOLOOP_WRITE_MODE": "bogus"})
+    assert r.returncode == 2 and "ran" not in r.stdout, r.stderr
+    assert r.stderr.strip() == ("python -m aioloop run: error: AIOLOOP_WRITE_MODE must be "
+                                "'thread' or 'inline', got 'bogus'"), r.stderr
+
+
+def test_serve_without_aiohttp_is_one_line(appdir, tmp_path):
+    shadow = tmp_path / "shadow" / "aiohttp"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'aiohttp'\", name='aiohttp')\n")
+    e = h.env()
+    e["PYTHONPATH"] = os.pathsep.join([str(shadow.parent), e["PYTHONPATH"]])
+    r = subprocess.run([sys.executable, "-m", "aioloop", "serve", "cliapp:app"], cwd=appdir,
+                       env=e, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "python -m aioloop serve: error: serve needs aiohttp"), r.stderr
+    assert "pip install aiohttp" in lines[0]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_of_a_module_that_raises_shows_only_its_frames(appdir, workers):
+    (appdir / "boom.py").write_text("import os\n\ndef f():\n    raise RuntimeError('boom at import')\n\nf()\n")
+    r = run_cli(appdir, "serve", "--port", "0", "--workers", workers, "boom:app")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback (most recent call last):" in r.stderr
+    assert 'boom.py", line 6, in <module>' in r.stderr
+    assert "RuntimeError: boom at import" in r.stderr
+    for ours in ("_serve.py", "_cli.py", "runners.py", "importlib"):
+        assert ours not in r.stderr, r.stderr
+
+
+def test_serve_certificate_errors_name_the_file(appdir):
+    bad = appdir / "bad.pem"
+    bad.write_text("not a certificate\n")
+    r = run_cli(appdir, "serve", "--port", "0", "--ssl-certfile", str(bad), "cliapp:app")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"python -m aioloop serve: error: cannot load the certificate {str(bad)!r}: "), r.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_unix_bind_error_names_the_path(appdir, workers):
+    path = str(appdir / "no-such-dir" / "s.sock")
+    r = run_cli(appdir, "serve", "--unix", path, "--workers", workers, "cliapp:app")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"python -m aioloop serve: error: cannot listen on the Unix "
+                                f"socket {path!r}: [Errno 2] No such file or directory"), r.stderr
