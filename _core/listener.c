@@ -147,8 +147,10 @@ static int accept_failed(ListenerObject *l)
         aio_err_restore(exc);
         return -1;
     }
-    aio_err_restore(exc);
-    PyErr_WriteUnraisable((PyObject *)l);
+    if (exc != NULL) {
+        aio_err_restore(exc);
+        PyErr_WriteUnraisable((PyObject *)l);
+    }
     if (l->stream != NULL && !l->closing)
         (void)aio_stream_resume(l->loop->engine, l->stream);
     return 0;

@@ -1,5 +1,5 @@
-/* Stream transports (transport*.c): the loop-thread half of a connection whose reads and
- * writes are done by the engine (listeners: listener.c).
+/* Stream transports (transport*.c): the loop-thread half of a connection
+ * whose reads and writes are done by the engine (listeners: listener.c).
  *
  * StreamTransport is a C type whose base is asyncio's _FlowControlMixin (an
  * asyncio.Transport), so that isinstance() holds, asyncio code that reads
@@ -30,7 +30,6 @@
  * loop's own work for a read or a write (an object it could not make, a
  * read it could not re-arm) is reported the same way. */
 #define MSG_READ_ERROR "Fatal read error on socket transport"
-
 #define MSG_WRITE_ERROR "Fatal write error on socket transport"
 
 typedef struct wchunk {

@@ -81,8 +81,9 @@ static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
     const char *data = r->u.rd.data;
     *consumed = 0;
     if (!t->buffered) {
-        PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ) ? PyErr_NoMemory()
-                                                     : PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
+        PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ)   /* the read's bytes: a fault site */
+                          ? PyErr_NoMemory()
+                          : PyBytes_FromStringAndSize(data, (Py_ssize_t)n);
         if (b == NULL)
             return callback_failed(t, MSG_READ_ERROR);
         *consumed = n;
@@ -155,8 +156,9 @@ static int read_direct(TransportObject *t)
     size_t avail = aio_stream_pending_bytes(s);
     size_t want = avail == 0 ? DIRECT_GUESS : avail > DIRECT_MAX ? DIRECT_MAX : avail;
     if (!t->buffered) {
-        PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ) ? PyErr_NoMemory()
-                                                     : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
+        PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ)   /* the read's bytes: a fault site */
+                          ? PyErr_NoMemory()
+                          : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
         if (b == NULL) {
             (void)aio_stream_recv_now(e, s, NULL, 0);
             return callback_failed(t, MSG_READ_ERROR);

@@ -186,6 +186,8 @@ OFF_THREAD_CALLS = {
     "set_write_buffer_limits": lambda loop, tr, rsock: tr.set_write_buffer_limits(10),
     "add_reader": lambda loop, tr, rsock: loop.add_reader(rsock, print),
     "remove_reader": lambda loop, tr, rsock: loop.remove_reader(rsock),
+    "listener.pause": lambda loop, tr, rsock: next(iter(loop._listeners.values())).pause(),
+    "resolver": lambda loop, tr, rsock: loop._getaddrinfo(b"localhost", b"80", 0, 0, 0, 0),
 }
 
 
