@@ -16,9 +16,11 @@ from aioloop import _core
 
 # Engine tests run once per backend this build has (NAME@threads, NAME@uring).
 BACKENDS = ["threads", "uring"] if _core.URING_COMPILED else ["threads"]
-TESTS = ["mpsc_stress", "wakeup_coalescing", "pool_stress"] + [
+TESTS = ["mpsc_stress", "wakeup_coalescing", "pool_stress", "pool_trim"] + [
     f"{name}@{b}" for name in ("engine_nop", "engine_resolve", "engine_shutdown_inflight",
-                               "engine_stream_echo") for b in BACKENDS]
+                               "engine_stream_echo", "engine_stream_faults",
+                               "engine_submit_fails") for b in BACKENDS] + [
+    "engine_thread_bound"]
 
 
 @pytest.fixture(scope="session")

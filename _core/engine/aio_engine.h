@@ -82,16 +82,13 @@ typedef struct aio_req {
             int iovcnt, iovpos;
             _Atomic size_t sent;     /* bytes gone out; the loop may read it
                                         while the engine sends (aio_write_progress) */
-            struct msghdr msg;       /* uring: the sendmsg in the ring */
+            void *engine[7];         /* the backend's (engine_internal.h) */
         } wr;
         struct {                     /* READ: lives in a backend buffer, data after it */
             struct aio_stream *s;
-            /* Gives the buffer back to the backend that lent it (NULL: the
-             * request is plain heap memory); set by the backend. */
-            void (*release)(struct aio_req *r);
-            void *buf_owner;         /* the backend's: its pool or ring */
-            unsigned bid;            /* the backend's: a buffer id */
-            int scarce;              /* 1: from a fixed set (see aio_read_detach) */
+            void *engine[3];         /* the backend's: who lent the buffer
+                                        (engine_internal.h); aio_req_free
+                                        gives it back */
             /* 1: no data, the socket is readable: the loop reads it itself
              * (aio_stream_recv_now) straight into the object it hands the
              * protocol.  The backend sends these for streams whose reads

@@ -17,10 +17,13 @@
 
 enum aio_fault_site {
     AIO_FAULT_STREAM = 0,   /* engine: a stream's allocation (aio_stream_open) */
-    AIO_FAULT_REQ,          /* engine: a request's allocation (control, accept, read header) */
+    AIO_FAULT_REQ,          /* engine: a request's allocation (a stream's START and
+                               CLOSE at open, REARM, accept, read header) */
     AIO_FAULT_THREAD,       /* engine: a worker thread's creation */
-    AIO_FAULT_SUBMIT,       /* engine: a submission to a worker or the ring */
-    AIO_FAULT_CLOSE,        /* engine: a CLOSE submission (before AIO_FAULT_REQ/SUBMIT) */
+    AIO_FAULT_SUBMIT,       /* engine: a submission to a worker, or an SQE of the ring */
+    AIO_FAULT_CLOSE,        /* engine: a CLOSE submission; CLOSE never fails, so a
+                               hit defers it to the next flush (the path a
+                               backend takes when it cannot submit now) */
     AIO_FAULT_PYOBJ,        /* binding: a Python object made for a completion
                                (read bytes, accepted socket, ...) */
     AIO_FAULT_NSITES

@@ -506,7 +506,7 @@ aio_req *aio_read_detach(aio_req *r)
 {
     /* Only buffers from a fixed set (io_uring's provided buffers) are worth
      * detaching; the threads backend's pool grows instead. */
-    if (r->op != AIO_OP_STREAM_READ || r->u.rd.release == NULL || !r->u.rd.scarce ||
+    if (r->op != AIO_OP_STREAM_READ || AIO_RD(r)->release == NULL || !AIO_RD(r)->scarce ||
         r->result <= 0)
         return NULL;
     size_t n = (size_t)r->result;
@@ -515,10 +515,10 @@ aio_req *aio_read_detach(aio_req *r)
         return NULL;
     memcpy(copy, r, sizeof *copy);
     memcpy((char *)copy + AIO_READ_HDR, r->u.rd.data, n);
-    copy->u.rd.release = NULL;
-    copy->u.rd.buf_owner = NULL;
+    AIO_RD(copy)->release = NULL;
+    AIO_RD(copy)->buf_owner = NULL;
     copy->u.rd.data = (char *)copy + AIO_READ_HDR;
     copy->u.rd.cap = n;
-    r->u.rd.release(r);
+    AIO_RD(r)->release(r);
     return copy;
 }

@@ -20,6 +20,26 @@
 #define AIO_DEBUG_ASSERT(cond) ((void)0)
 #endif
 
+/* ---- the backend's part of a request (opaque in aio_engine.h) ---- */
+
+/* A read completion's buffer: who lent it and how it goes back. */
+struct aio_rd_engine {
+    /* Gives the buffer back to the backend that lent it (NULL: the
+     * request is plain heap memory). */
+    void (*release)(aio_req *r);
+    void *buf_owner;         /* the backend's pool or ring */
+    unsigned bid;            /* a ring buffer's id */
+    int scarce;              /* 1: from a fixed set (io_uring's ring) */
+};
+_Static_assert(sizeof(struct aio_rd_engine) <= sizeof(((aio_req *)0)->u.rd.engine),
+               "aio_req's read area is too small");
+_Static_assert(sizeof(struct msghdr) <= sizeof(((aio_req *)0)->u.wr.engine),
+               "aio_req's write area is too small");
+/* The request is allocated memory (a pool or ring buffer, or the heap), so
+ * its engine area takes these types when written. */
+#define AIO_RD(r) ((struct aio_rd_engine *)(void *)(r)->u.rd.engine)
+#define AIO_WR_MSG(r) ((struct msghdr *)(void *)(r)->u.wr.engine)
+
 /* ---- intrusive MPSC queue (Treiber stack, flushed in one exchange) ---- */
 
 typedef struct aio_mpsc {

@@ -76,8 +76,8 @@ void aio_req_free(aio_req *r)
         free(r->u.gni.serv);
         break;
     case AIO_OP_STREAM_READ:
-        if (r->u.rd.release != NULL) {
-            r->u.rd.release(r);   /* the buffer goes back to its backend */
+        if (AIO_RD(r)->release != NULL) {
+            AIO_RD(r)->release(r);   /* the buffer goes back to its backend */
             return;
         }
         break;

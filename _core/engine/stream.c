@@ -23,7 +23,7 @@
 
 static void pool_release(aio_req *r)
 {
-    aio_pool_put(r->u.rd.buf_owner, r);
+    aio_pool_put(AIO_RD(r)->buf_owner, r);
 }
 
 /* Loop side of the handshake: the condition was just made true (seq_cst
@@ -83,13 +83,13 @@ static void read_some(aio_worker *w, aio_stream *s, aio_chain *out)
             r = aio__req_alloc(0);
             if (r == NULL)
                 return;   /* retried on the next edge or REARM */
-            r->u.rd.release = NULL;
+            AIO_RD(r)->release = NULL;
             r->u.rd.data = NULL;
             r->u.rd.cap = 0;
         } else {
-            r->u.rd.release = pool_release;
-            r->u.rd.buf_owner = pool;
-            r->u.rd.scarce = 0;
+            AIO_RD(r)->release = pool_release;
+            AIO_RD(r)->buf_owner = pool;
+            AIO_RD(r)->scarce = 0;
             r->u.rd.data = (char *)r + AIO_READ_HDR;
             r->u.rd.cap = pool->bufsize - AIO_READ_HDR;
             do {

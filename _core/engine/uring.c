@@ -315,10 +315,10 @@ static void ring_release(aio_req *r);
 static aio_req *read_req_at(struct aio_uring *u, unsigned bid)
 {
     aio_req *r = (aio_req *)(void *)(u->bufs + (size_t)bid * u->stride);
-    r->u.rd.release = ring_release;
-    r->u.rd.buf_owner = u;
-    r->u.rd.bid = bid;
-    r->u.rd.scarce = 1;
+    AIO_RD(r)->release = ring_release;
+    AIO_RD(r)->buf_owner = u;
+    AIO_RD(r)->bid = bid;
+    AIO_RD(r)->scarce = 1;
     r->u.rd.data = (char *)r + READ_HDR;
     r->u.rd.cap = u->cap;
     r->u.rd.ready = 0;
@@ -381,13 +381,13 @@ static void buf_put(struct aio_uring *u, aio_req *r)
             free_buffers(u);
         return;
     }
-    buf_return(u, r->u.rd.bid);
+    buf_return(u, AIO_RD(r)->bid);
 }
 
 /* A read completion's provided buffer comes back (aio_req_free). */
 static void ring_release(aio_req *r)
 {
-    buf_put(r->u.rd.buf_owner, r);
+    buf_put(AIO_RD(r)->buf_owner, r);
 }
 
 static void maybe_close(aio_engine *e, aio_stream *s)
@@ -540,11 +540,11 @@ static int submit_send(struct aio_uring *u, aio_stream *s, aio_req *r)
     struct io_uring_sqe *sqe = get_sqe(u);
     if (sqe == NULL)
         return -EBUSY;
-    memset(&r->u.wr.msg, 0, sizeof r->u.wr.msg);
-    r->u.wr.msg.msg_iov = r->u.wr.iov + r->u.wr.iovpos;
+    memset(AIO_WR_MSG(r), 0, sizeof(struct msghdr));
+    AIO_WR_MSG(r)->msg_iov = r->u.wr.iov + r->u.wr.iovpos;
     int cnt = r->u.wr.iovcnt - r->u.wr.iovpos;
-    r->u.wr.msg.msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt);
-    io_uring_prep_sendmsg(sqe, s->fd, &r->u.wr.msg, MSG_NOSIGNAL);
+    AIO_WR_MSG(r)->msg_iovlen = (size_t)(cnt > IOV_MAX ? IOV_MAX : cnt);
+    io_uring_prep_sendmsg(sqe, s->fd, AIO_WR_MSG(r), MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, UD(r, TAG_WRITE));
     s->b.u.inflight++;
     u->ops++;
