@@ -109,7 +109,7 @@ static inline int aio_loop_time_overridden(LoopObject *L)
 /* transport.c */
 int aio_stream_completion(LoopObject *L, aio_req *r, int deliver);
 PyObject *aio_loop_create_future(LoopObject *L);
-/* streams.c */
+/* stream_registry.c */
 /* Opens a started stream for owner (which it then holds a reference to):
  * 0, or -1 with MemoryError/OSError set and nothing left behind. */
 int aio_stream_open_owned(LoopObject *L, int fd, int kind, int credits, const aio_stream_ops *ops,
@@ -120,7 +120,7 @@ extern const aio_stream_ops aio_transport_stream_ops;
 extern const aio_stream_ops aio_listener_stream_ops;
 int aio_in_context(PyObject *ctx, int (*fn)(PyObject *, aio_req *, int), PyObject *owner,
                    aio_req *r, int deliver);
-/* transport.c and listener.c, for streams.c */
+/* transport.c and listener.c, for stream_registry.c */
 int aio_transport_stream_completion(PyObject *owner, aio_req *r, int deliver);
 void aio_transport_engine_gone(PyObject *owner);
 int aio_listener_completion(PyObject *owner, aio_req *r, int deliver);
