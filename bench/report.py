@@ -14,7 +14,7 @@ def _x(v):
 
 
 def targets(data):
-    """(target, measured, goal, met) rows for issue #4's speed targets, for
+    """(target, measured, goal, met) rows for the speed targets, for
     the loop aioloop.new_event_loop() gives here."""
     from bench.loops import default_aioloop
     AIO = data.get("default_aioloop") or default_aioloop(data["loops"])
@@ -254,7 +254,7 @@ def markdown(data, img_dir, img_rel):
     rows = targets(data)
     if rows:
         from bench.loops import default_aioloop
-        w(f"### Targets (issue #4), default aioloop configuration ({default_aioloop(data['loops'])})")
+        w(f"### Speed targets, default aioloop configuration ({default_aioloop(data['loops'])})")
         w("")
         w("| target | measured | goal | met |")
         w("|---|---|---|---|")
