@@ -669,7 +669,11 @@ async def test_cancelled_resolution_is_dropped():
     loop = asyncio.get_running_loop()
     fut = asyncio.ensure_future(loop.getaddrinfo("localhost", 80))
     await asyncio.sleep(0)
-    fut.cancel()
+    if not fut.cancel():
+        # Already resolved: asyncio's executor thread can win this race (seen
+        # once on 3.14 in CI); then there is nothing to drop.
+        assert fut.result()
+        return
     with pytest.raises(asyncio.CancelledError):
         await fut
     await asyncio.sleep(0.05)
