@@ -48,6 +48,7 @@ typedef struct {
     PyObject *str_time;
     PyObject *core_time;             /* the core Loop type's own time() descriptor */
     PyObject *debug_helpers;         /* aioloop._debug, imported lazily */
+    struct aio_tls_state *tls;       /* tls.c's own state */
 } aio_state;
 
 typedef struct {

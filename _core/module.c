@@ -23,6 +23,7 @@ static struct PyModuleDef aio_module_def;
 
 /* faultmod.c */
 extern PyMethodDef aio_fault_methods[];
+#include "tls.h"
 int aio_fault_add_sites(PyObject *m);
 
 aio_state *aio_get_state_by_type(PyTypeObject *tp)
@@ -131,6 +132,8 @@ static int aio_exec(PyObject *m)
         return -1;
     if (aio_fault_add_sites(m) < 0)
         return -1;
+    if (aio_tls_add_types(m, st) < 0 || PyModule_AddFunctions(m, aio_tls_methods) < 0)
+        return -1;
     return 0;
 }
 
@@ -150,7 +153,7 @@ static int aio_traverse(PyObject *m, visitproc visit, void *arg)
     Py_VISIT(st->gaierror);
     Py_VISIT(st->debug_helpers);
     Py_VISIT(st->core_time);
-    return 0;
+    return aio_tls_traverse(st, visit, arg);
 }
 
 static int aio_clear(PyObject *m)
@@ -189,6 +192,7 @@ static int aio_clear(PyObject *m)
     Py_CLEAR(st->str_sockname);
     Py_CLEAR(st->str_time);
     Py_CLEAR(st->core_time);
+    aio_tls_clear(st);
     return 0;
 }
 

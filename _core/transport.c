@@ -4,6 +4,7 @@
  * transport_close.c).  The layout and how a connection is served:
  * transport.h. */
 #include "transport.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -127,6 +128,7 @@ static int set_protocol(TransportObject *t, PyObject *protocol)
     if (b < 0)
         return -1;
     t->buffered = (char)b;
+    t->tls = (char)aio_tls_is_protocol(tr_state(t), protocol);
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
     return 0;
 }

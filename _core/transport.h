@@ -94,6 +94,7 @@ typedef struct TransportObject {
      * who can see it. */
     char sock_private;
     char buffered, paused, protocol_paused, eof, inline_writes, stash_scheduled;
+    char tls;                     /* the protocol is aioloop's TLS protocol (tls.h) */
 } TransportObject;
 
 /* close() or a fatal error happened: asyncio's is_closing(). */

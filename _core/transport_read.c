@@ -3,6 +3,7 @@
  * read errors, and pause/resume_reading with the completions held while
  * paused. */
 #include "transport.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -89,6 +90,18 @@ static int deliver_data(TransportObject *t, aio_req *r, size_t *consumed)
         *consumed = n;
         return call_data_received(t, b);
     }
+    if (t->tls) {
+        /* aioloop's TLS protocol in its steady state: the ciphertext goes
+         * to the TLS layer with no get_buffer()/buffer_updated() round. */
+        PyObject *pump = aio_tls_fast_pump(t);
+        if (pump != NULL) {
+            *consumed = n;
+            int rc = aio_tls_feed(t, pump, data, n);
+            Py_DECREF(pump);
+            return rc < 0 ? callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.")
+                          : 0;
+        }
+    }
     /* BufferedProtocol: copy into the protocol's buffers, as many rounds of
      * get_buffer()/buffer_updated() as the data needs; stop early if the
      * protocol paused reading or closed the transport meanwhile. */
@@ -171,6 +184,21 @@ static int read_direct(TransportObject *t)
         if ((size_t)n < want && _PyBytes_Resize(&b, (Py_ssize_t)n) < 0)
             return callback_failed(t, MSG_READ_ERROR);   /* the bytes read are lost: fatal */
         return call_data_received(t, b);
+    }
+    PyObject *pump = t->tls ? aio_tls_fast_pump(t) : NULL;
+    if (pump != NULL) {
+        /* aioloop's TLS protocol (see deliver_data): recv into its scratch. */
+        size_t cap;
+        char *buf = aio_tls_scratch(pump, &cap);
+        if (buf != NULL) {
+            long n = aio_stream_recv_now(e, s, buf, want < cap ? want : cap);
+            int rc = n <= 0 ? deliver_read_result(t, n) : aio_tls_feed(t, pump, buf, (size_t)n);
+            Py_DECREF(pump);
+            if (rc < 0 && n > 0)
+                return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
+            return rc;
+        }
+        Py_DECREF(pump);
     }
     Py_buffer view;
     int got = protocol_buffer(t, read_hint(avail ? (Py_ssize_t)avail : -1), &view);

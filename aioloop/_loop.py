@@ -15,11 +15,11 @@ import socket
 import sys
 import warnings
 import weakref
-from asyncio import base_events, constants, events, futures, selector_events, sslproto
+from asyncio import base_events, constants, events, futures, selector_events
 from asyncio import trsock, unix_events
 from asyncio.log import logger
 
-from . import _borrowed, _child, _core
+from . import _borrowed, _child, _core, _tls
 # Imported now, not when a callback first fails: a process out of descriptors
 # (EMFILE) could not import it then.
 from . import _debug  # noqa: F401
@@ -417,15 +417,25 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
                             ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                             ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT,
                             context=None):
-        # TLS is asyncio's own SSLProtocol (a BufferedProtocol) on top of a
-        # stream transport, as on asyncio's loops.
-        ssl_protocol = sslproto.SSLProtocol(
+        # TLS is asyncio's SSLProtocol state machine with its byte path in C
+        # (aioloop/_tls.py, _core/tls.c) on top of a stream transport.
+        ssl_protocol = _tls.SSLProtocol(
             self, protocol, sslcontext, waiter, server_side, server_hostname,
             ssl_handshake_timeout=ssl_handshake_timeout,
             **_ssl_shutdown_kw(ssl_shutdown_timeout))
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server,
                                     context=context)
         return ssl_protocol._app_transport
+
+    async def start_tls(self, transport, protocol, sslcontext, *, server_side=False,
+                        server_hostname=None, ssl_handshake_timeout=None,
+                        ssl_shutdown_timeout=None):
+        """Upgrade transport to TLS (asyncio's start_tls, with aioloop's
+        TLS layer)."""
+        return await _tls.start_tls(
+            self, transport, protocol, sslcontext, server_side=server_side,
+            server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
                        backlog=100, ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,

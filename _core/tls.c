@@ -1,0 +1,840 @@
+/* The TLS byte path in C: see tls.h for the design.
+ *
+ * Ownership: a TLSPump owns strong references to the connection's
+ * _ssl._SSLSocket and its two _ssl.MemoryBIO objects (so the SSL* and BIO*
+ * it caches live as long as it does) and a buffer export of the protocol's
+ * read buffer (its scratch for direct reads).  The protocol owns the pump
+ * (`_aioloop_pump`); the pump never refers back to it, so no cycle forms.
+ * Everything here runs on the loop thread with the GIL held. */
+#include "tls.h"
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <string.h>
+
+/* ---- OpenSSL, as loaded by Python's _ssl module ------------------------- */
+
+typedef struct ssl_st SSL;
+typedef struct bio_st BIO;
+
+enum {
+    X_SSL_ERROR_NONE = 0,
+    X_SSL_ERROR_WANT_READ = 2,
+    X_SSL_ERROR_ZERO_RETURN = 6,
+};
+
+static struct {
+    int (*SSL_read_ex)(SSL *, void *, size_t, size_t *);
+    int (*SSL_write_ex)(SSL *, const void *, size_t, size_t *);
+    int (*SSL_get_error)(const SSL *, int);
+    int (*SSL_pending)(const SSL *);
+    BIO *(*SSL_get_rbio)(const SSL *);
+    BIO *(*SSL_get_wbio)(const SSL *);
+    int (*BIO_write)(BIO *, const void *, int);
+    int (*BIO_read)(BIO *, void *, int);
+    size_t (*BIO_ctrl_pending)(BIO *);
+    int ready;
+} ossl;
+
+/* The prefixes of CPython's PySSLSocket and PySSLMemoryBIO (Modules/_ssl.c),
+ * unchanged from 3.x's first releases to 3.15.  Used only after the type's
+ * name and size are checked and the SSL*'s BIOs are seen to be the
+ * MemoryBIOs' own. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *socket;
+    SSL *ssl;
+} py_sslsocket_prefix;
+
+typedef struct {
+    PyObject_HEAD
+    BIO *bio;
+} py_membio_prefix;
+
+static int resolve(void *h)
+{
+#define SYM(name)                                                  \
+    do {                                                           \
+        *(void **)&ossl.name = dlsym(h, #name);                    \
+        if (ossl.name == NULL)                                     \
+            return 0;                                              \
+    } while (0)
+    SYM(SSL_read_ex);
+    SYM(SSL_write_ex);
+    SYM(SSL_get_error);
+    SYM(SSL_pending);
+    SYM(SSL_get_rbio);
+    SYM(SSL_get_wbio);
+    SYM(BIO_write);
+    SYM(BIO_read);
+    SYM(BIO_ctrl_pending);
+#undef SYM
+    return 1;
+}
+
+/* ---- attribute names ------------------------------------------------------ */
+
+enum {
+    N_PUMP, N_STATE, N_APP_READING_PAUSED, N_APP_PROTOCOL_IS_BUFFER, N_APP_PROTOCOL,
+    N_WRITE_BACKLOG, N_SSL_WRITING_PAUSED, N_APP_WRITING_PAUSED, N_SSL_READING_PAUSED,
+    N_INCOMING_HIGH_WATER, N_TRANSPORT, N_SSL_PROTOCOL, N_FATAL_ERROR, N_DO_READ,
+    N_DO_WRITE, N_PROCESS_OUTGOING, N_CONTROL_SSL_READING, N_CALL_EOF_RECEIVED,
+    N_START_SHUTDOWN, N_WRITE_APPDATA, N_WRITE, N_SSLOBJ, N_COUNT
+};
+
+static const char *const names[N_COUNT] = {
+    "_aioloop_pump", "_state", "_app_reading_paused", "_app_protocol_is_buffer",
+    "_app_protocol", "_write_backlog", "_ssl_writing_paused", "_app_writing_paused",
+    "_ssl_reading_paused", "_incoming_high_water", "_transport", "_ssl_protocol",
+    "_fatal_error", "_do_read", "_do_write", "_process_outgoing", "_control_ssl_reading",
+    "_call_eof_received", "_start_shutdown", "_write_appdata", "write", "_sslobj",
+};
+
+/* Module state for TLS, kept apart from aio_state's fields by one pointer. */
+typedef struct aio_tls_state {
+    PyTypeObject *PumpType;
+    PyObject *proto_type;       /* aioloop._tls.SSLProtocol */
+    PyObject *app_type;         /* aioloop._tls's application transport */
+    PyObject *wrapped;          /* sslproto.SSLProtocolState.WRAPPED */
+    PyObject *py_write;         /* asyncio's _SSLProtocolTransport.write */
+    PyObject *py_writelines;    /* ... and writelines: the slow paths */
+    PyObject *msg_fatal;        /* "Fatal error on SSL protocol" */
+    PyObject *name[N_COUNT];
+} aio_tls_state;
+
+static aio_tls_state *tls_state(aio_state *st)
+{
+    return st->tls;
+}
+
+/* ---- TLSPump ---------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *sslsock;
+    PyObject *inbio;
+    PyObject *outbio;
+    Py_buffer scratch;          /* .obj NULL when none */
+    SSL *ssl;
+    BIO *rbio;
+    BIO *wbio;
+} PumpObject;
+
+static int type_named(PyObject *o, const char *name, size_t min_size)
+{
+    return strcmp(Py_TYPE(o)->tp_name, name) == 0 &&
+           (size_t)Py_TYPE(o)->tp_basicsize >= min_size;
+}
+
+static PyObject *pump_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *sslobject, *inbio, *outbio, *scratch = Py_None;
+    static char *kwlist[] = {"sslobject", "incoming", "outgoing", "scratch", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:TLSPump", kwlist,
+                                     &sslobject, &inbio, &outbio, &scratch))
+        return NULL;
+    if (!ossl.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL's functions are not available");
+        return NULL;
+    }
+    PyObject *sslsock = PyObject_GetAttrString(sslobject, "_sslobj");
+    if (sslsock == NULL)
+        return NULL;
+    if (!type_named(sslsock, "_ssl._SSLSocket", sizeof(py_sslsocket_prefix)) ||
+        !type_named(inbio, "_ssl.MemoryBIO", sizeof(py_membio_prefix)) ||
+        !type_named(outbio, "_ssl.MemoryBIO", sizeof(py_membio_prefix))) {
+        Py_DECREF(sslsock);
+        PyErr_SetString(PyExc_TypeError, "not an SSLObject over two MemoryBIOs");
+        return NULL;
+    }
+    SSL *ssl = ((py_sslsocket_prefix *)sslsock)->ssl;
+    BIO *rbio = ((py_membio_prefix *)inbio)->bio;
+    BIO *wbio = ((py_membio_prefix *)outbio)->bio;
+    if (ssl == NULL || rbio == NULL || wbio == NULL ||
+        ossl.SSL_get_rbio(ssl) != rbio || ossl.SSL_get_wbio(ssl) != wbio) {
+        Py_DECREF(sslsock);
+        PyErr_SetString(PyExc_TypeError, "the SSLObject does not use these MemoryBIOs");
+        return NULL;
+    }
+    PumpObject *p = (PumpObject *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        Py_DECREF(sslsock);
+        return NULL;
+    }
+    p->sslsock = sslsock;
+    p->inbio = Py_NewRef(inbio);
+    p->outbio = Py_NewRef(outbio);
+    p->ssl = ssl;
+    p->rbio = rbio;
+    p->wbio = wbio;
+    if (scratch != Py_None && PyObject_GetBuffer(scratch, &p->scratch, PyBUF_WRITABLE) < 0) {
+        p->scratch.obj = NULL;
+        Py_DECREF(p);
+        return NULL;
+    }
+    return (PyObject *)p;
+}
+
+static int pump_traverse(PumpObject *p, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(p));
+    Py_VISIT(p->sslsock);
+    Py_VISIT(p->inbio);
+    Py_VISIT(p->outbio);
+    Py_VISIT(p->scratch.obj);
+    return 0;
+}
+
+static int pump_clear(PumpObject *p)
+{
+    if (p->scratch.obj != NULL)
+        PyBuffer_Release(&p->scratch);
+    p->ssl = NULL;
+    p->rbio = p->wbio = NULL;
+    Py_CLEAR(p->sslsock);
+    Py_CLEAR(p->inbio);
+    Py_CLEAR(p->outbio);
+    return 0;
+}
+
+static void pump_dealloc(PumpObject *p)
+{
+    PyTypeObject *tp = Py_TYPE(p);
+    PyObject_GC_UnTrack(p);
+    pump_clear(p);
+    tp->tp_free(p);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot pump_slots[] = {
+    {Py_tp_doc, "TLSPump(sslobject, incoming, outgoing, scratch=None): the C byte path of "
+                "one TLS connection (aioloop internal)."},
+    {Py_tp_new, pump_new},
+    {Py_tp_traverse, pump_traverse},
+    {Py_tp_clear, pump_clear},
+    {Py_tp_dealloc, pump_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec pump_spec = {
+    .name = "aioloop._core.TLSPump",
+    .basicsize = sizeof(PumpObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = pump_slots,
+};
+
+/* A live pump (not cleared by the collector), or NULL. */
+static PumpObject *pump_of(aio_tls_state *ts, PyObject *o)
+{
+    if (o == NULL || !Py_IS_TYPE(o, ts->PumpType))
+        return NULL;
+    PumpObject *p = (PumpObject *)o;
+    return p->ssl != NULL ? p : NULL;
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+/* getattr(o, name) is true; -1 on error. */
+static int attr_true(aio_tls_state *ts, PyObject *o, int name)
+{
+    PyObject *v = PyObject_GetAttr(o, ts->name[name]);
+    if (v == NULL)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* After a call into the protocol's code failed: as asyncio's
+ * `except Exception as ex: self._fatal_error(ex, 'Fatal error on SSL
+ * protocol')` around its read and write paths.  Returns 0 when handled so,
+ * -1 when the exception is to propagate (a BaseException, or _fatal_error
+ * itself failed). */
+static int fatal_on_exception(aio_tls_state *ts, PyObject *proto)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL && exc != NULL)
+        PyException_SetTraceback(exc, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    PyObject *r = exc ? PyObject_CallMethodObjArgs(proto, ts->name[N_FATAL_ERROR], exc,
+                                                   ts->msg_fatal, NULL)
+                      : NULL;
+    Py_XDECREF(exc);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int call0(aio_tls_state *ts, PyObject *o, int name)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(o, ts->name[name]);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Everything in the outgoing BIO as one bytes object (NULL with an
+ * exception, or Py_None borrowed when there is nothing). */
+static PyObject *take_outgoing(PumpObject *p)
+{
+    size_t n = ossl.BIO_ctrl_pending(p->wbio);
+    if (n == 0)
+        return Py_None;
+    if (n > INT_MAX)
+        n = INT_MAX;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (b == NULL)
+        return NULL;
+    int got = ossl.BIO_read(p->wbio, PyBytes_AS_STRING(b), (int)n);
+    if (got <= 0) {
+        Py_DECREF(b);
+        return Py_None;
+    }
+    if ((size_t)got < n && _PyBytes_Resize(&b, got) < 0)
+        return NULL;
+    return b;
+}
+
+/* asyncio's _process_outgoing() when the application's writing is not
+ * paused: the ciphertext to the TCP transport.  0, or -1 with an exception
+ * (from the transport's write). */
+static int flush_outgoing(aio_tls_state *ts, PyObject *proto, PumpObject *p)
+{
+    PyObject *b = take_outgoing(p);
+    if (b == NULL)
+        return -1;
+    if (b == Py_None)
+        return 0;
+    PyObject *tr = PyObject_GetAttr(proto, ts->name[N_TRANSPORT]);
+    PyObject *r = tr ? PyObject_CallMethodOneArg(tr, ts->name[N_WRITE], b) : NULL;
+    Py_XDECREF(tr);
+    Py_DECREF(b);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ---- read --------------------------------------------------------------- */
+
+int aio_tls_is_protocol(aio_state *st, PyObject *protocol)
+{
+    aio_tls_state *ts = tls_state(st);
+    return ts != NULL && ts->proto_type != NULL && (PyObject *)Py_TYPE(protocol) == ts->proto_type;
+}
+
+PyObject *aio_tls_fast_pump(TransportObject *t)
+{
+    aio_tls_state *ts = tls_state(tr_state(t));
+    PyObject *proto = t->protocol;
+    if (ts == NULL || proto == NULL)
+        return NULL;
+    PyObject *pump = PyObject_GetAttr(proto, ts->name[N_PUMP]);
+    if (pump == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (pump_of(ts, pump) == NULL)
+        goto no;
+    PyObject *state = PyObject_GetAttr(proto, ts->name[N_STATE]);
+    if (state == NULL)
+        goto error;
+    int wrapped = state == ts->wrapped;
+    Py_DECREF(state);
+    if (!wrapped)
+        goto no;
+    int paused = attr_true(ts, proto, N_APP_READING_PAUSED);
+    int buffered = paused ? 0 : attr_true(ts, proto, N_APP_PROTOCOL_IS_BUFFER);
+    if (paused < 0 || buffered < 0)
+        goto error;
+    if (paused || buffered)
+        goto no;
+    return pump;
+error:
+    PyErr_Clear();
+no:
+    Py_DECREF(pump);
+    return NULL;
+}
+
+char *aio_tls_scratch(PyObject *pump, size_t *len)
+{
+    PumpObject *p = (PumpObject *)pump;
+    *len = p->scratch.obj != NULL ? (size_t)p->scratch.len : 0;
+    return p->scratch.obj != NULL ? p->scratch.buf : NULL;
+}
+
+/* SSL_read() every whole record there is into one bytes object.  *status:
+ * 0 more is needed, 1 close_notify came, 2 an SSL error (left in OpenSSL's
+ * queue for asyncio's code to raise).  Returns the plaintext (maybe empty),
+ * or NULL with an exception. */
+static PyObject *read_records(PumpObject *p, int *status)
+{
+    size_t cap = ossl.BIO_ctrl_pending(p->rbio) + (size_t)ossl.SSL_pending(p->ssl);
+    if (cap < 1024)
+        cap = 1024;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+    if (out == NULL)
+        return NULL;
+    size_t used = 0;
+    for (;;) {
+        if (used == cap) {
+            cap *= 2;
+            if (_PyBytes_Resize(&out, (Py_ssize_t)cap) < 0)
+                return NULL;
+        }
+        size_t got = 0;
+        if (ossl.SSL_read_ex(p->ssl, PyBytes_AS_STRING(out) + used, cap - used, &got)) {
+            used += got;
+            continue;
+        }
+        int err = ossl.SSL_get_error(p->ssl, 0);
+        *status = err == X_SSL_ERROR_WANT_READ ? 0 : err == X_SSL_ERROR_ZERO_RETURN ? 1 : 2;
+        break;
+    }
+    if (used < cap && _PyBytes_Resize(&out, (Py_ssize_t)used) < 0)
+        return NULL;
+    return out;
+}
+
+/* The rest of asyncio's _do_read() after the application got its data:
+ * _do_write() or _process_outgoing(), then _control_ssl_reading(); each
+ * called only when it has something to do. */
+static int after_read(aio_tls_state *ts, PyObject *proto, PumpObject *p)
+{
+    PyObject *backlog = PyObject_GetAttr(proto, ts->name[N_WRITE_BACKLOG]);
+    if (backlog == NULL)
+        return -1;
+    int pending = PyObject_IsTrue(backlog);
+    Py_DECREF(backlog);
+    if (pending < 0)
+        return -1;
+    if (pending) {
+        if (call0(ts, proto, N_DO_WRITE) < 0)
+            return -1;
+    } else {
+        int app_paused = attr_true(ts, proto, N_APP_WRITING_PAUSED);
+        if (app_paused < 0)
+            return -1;
+        if ((app_paused || ossl.BIO_ctrl_pending(p->wbio) > 0) &&
+            call0(ts, proto, N_PROCESS_OUTGOING) < 0)
+            return -1;
+    }
+    int ssl_paused = attr_true(ts, proto, N_SSL_READING_PAUSED);
+    if (ssl_paused < 0)
+        return -1;
+    if (!ssl_paused) {
+        PyObject *hw = PyObject_GetAttr(proto, ts->name[N_INCOMING_HIGH_WATER]);
+        if (hw == NULL)
+            return -1;
+        Py_ssize_t high = PyLong_AsSsize_t(hw);
+        Py_DECREF(hw);
+        if (high == -1 && PyErr_Occurred())
+            return -1;
+        if ((Py_ssize_t)ossl.BIO_ctrl_pending(p->rbio) < high)
+            return 0;
+    }
+    return call0(ts, proto, N_CONTROL_SSL_READING);
+}
+
+int aio_tls_feed(TransportObject *t, PyObject *pump, const char *data, size_t n)
+{
+    aio_tls_state *ts = tls_state(tr_state(t));
+    PumpObject *p = pump_of(ts, pump);
+    PyObject *proto = Py_NewRef(t->protocol);
+    int rc = -1;
+    if (p == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TLS pump gone");
+        goto done;
+    }
+    Py_INCREF(p);
+    while (n > 0) {
+        int chunk = n > INT_MAX ? INT_MAX : (int)n;
+        if (ossl.BIO_write(p->rbio, data, chunk) != chunk) {
+            PyErr_NoMemory();
+            goto done_p;
+        }
+        data += chunk;
+        n -= (size_t)chunk;
+    }
+    int status = 0;
+    PyObject *plain = read_records(p, &status);
+    if (plain == NULL)
+        goto fatal;
+    if (PyBytes_GET_SIZE(plain) > 0) {
+        PyObject *app = PyObject_GetAttr(proto, ts->name[N_APP_PROTOCOL]);
+        PyObject *r = app ? PyObject_CallMethodOneArg(app, tr_state(t)->str_data_received, plain)
+                          : NULL;
+        Py_XDECREF(app);
+        Py_DECREF(plain);
+        if (r == NULL)
+            goto fatal;
+        Py_DECREF(r);
+    } else {
+        Py_DECREF(plain);
+    }
+    if (status == 2) {
+        /* asyncio's _do_read() meets the same error again through the
+         * SSLObject and raises (or ignores) it as asyncio does. */
+        rc = call0(ts, proto, N_DO_READ);
+        goto done_p;
+    }
+    if (status == 1) {
+        /* close_notify */
+        if (call0(ts, proto, N_CALL_EOF_RECEIVED) < 0 || call0(ts, proto, N_START_SHUTDOWN) < 0)
+            goto fatal;
+        rc = 0;
+        goto done_p;
+    }
+    if (after_read(ts, proto, p) < 0)
+        goto fatal;
+    rc = 0;
+    goto done_p;
+fatal:
+    rc = fatal_on_exception(ts, proto);
+done_p:
+    Py_DECREF(p);
+done:
+    Py_DECREF(proto);
+    return rc;
+}
+
+/* ---- write: the application transport's write() and writelines() -------- */
+
+/* The protocol and its pump when the fast write path applies (new
+ * references), else 0 with *proto == NULL.  -1 on error. */
+static int write_fast(aio_tls_state *ts, PyObject *self, PyObject **proto, PumpObject **pump)
+{
+    *proto = NULL;
+    *pump = NULL;
+    PyObject *pr = PyObject_GetAttr(self, ts->name[N_SSL_PROTOCOL]);
+    if (pr == NULL)
+        return -1;
+    if (pr == Py_None)
+        goto no;
+    PyObject *o = PyObject_GetAttr(pr, ts->name[N_PUMP]);
+    if (o == NULL)
+        goto error;
+    PumpObject *p = pump_of(ts, o);
+    if (p == NULL) {
+        Py_DECREF(o);
+        goto no;
+    }
+    PyObject *state = PyObject_GetAttr(pr, ts->name[N_STATE]);
+    PyObject *backlog = state ? PyObject_GetAttr(pr, ts->name[N_WRITE_BACKLOG]) : NULL;
+    int fast = state == ts->wrapped;
+    if (backlog != NULL && fast) {
+        int b = PyObject_IsTrue(backlog);
+        int sp = b == 0 ? attr_true(ts, pr, N_SSL_WRITING_PAUSED) : b;
+        int ap = sp == 0 ? attr_true(ts, pr, N_APP_WRITING_PAUSED) : sp;
+        fast = ap == 0;
+        if (ap < 0) {
+            Py_DECREF(state);
+            Py_DECREF(backlog);
+            Py_DECREF(o);
+            goto error;
+        }
+    }
+    Py_XDECREF(state);
+    Py_XDECREF(backlog);
+    if (state == NULL || backlog == NULL) {
+        Py_DECREF(o);
+        goto error;
+    }
+    if (!fast) {
+        Py_DECREF(o);
+        goto no;
+    }
+    *proto = pr;
+    *pump = p;
+    return 0;
+error:
+    Py_DECREF(pr);
+    return -1;
+no:
+    Py_DECREF(pr);
+    return 0;
+}
+
+/* SSL_write() all of buf.  Returns the bytes written; *failed is set when
+ * OpenSSL refused the rest (its error left queued for asyncio's code). */
+static size_t encrypt(PumpObject *p, const char *buf, size_t len, int *failed)
+{
+    size_t done = 0;
+    *failed = 0;
+    while (done < len) {
+        size_t w = 0;
+        if (!ossl.SSL_write_ex(p->ssl, buf + done, len - done, &w)) {
+            *failed = 1;
+            break;
+        }
+        done += w;
+    }
+    return done;
+}
+
+/* What is left of a write the fast path could not finish, handed to
+ * asyncio's _write_appdata((rest,)), which raises or queues it as asyncio
+ * does. */
+static int write_rest(aio_tls_state *ts, PyObject *proto, const char *buf, size_t len)
+{
+    PyObject *rest = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+    PyObject *tup = rest ? PyTuple_Pack(1, rest) : NULL;
+    Py_XDECREF(rest);
+    if (tup == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(proto, ts->name[N_WRITE_APPDATA], tup);
+    Py_DECREF(tup);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Records up to this size are made from coalesced writelines() pieces. */
+#define TLS_COALESCE 16384
+
+/* The write methods are plain method descriptors on a Python class, with
+ * no module to hand: they find the TLS state here.  Set by _tls_setup for
+ * the first module instance only (another interpreter's aioloop keeps
+ * asyncio's Python write path), cleared with that module. */
+static aio_tls_state *the_tls_state;
+
+static PyObject *app_write(PyObject *self, PyObject *data)
+{
+    aio_tls_state *ts = the_tls_state;
+    if (ts == NULL || !(PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data)))
+        return ts ? PyObject_CallFunctionObjArgs(ts->py_write, self, data, NULL)
+                  : (PyErr_SetString(PyExc_RuntimeError, "TLS layer not set up"), NULL);
+    PyObject *proto;
+    PumpObject *p;
+    if (write_fast(ts, self, &proto, &p) < 0)
+        return NULL;
+    if (proto == NULL)
+        return PyObject_CallFunctionObjArgs(ts->py_write, self, data, NULL);
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(proto);
+        Py_DECREF(p);
+        return NULL;
+    }
+    int rc = 0;
+    if (view.len > 0) {
+        int failed;
+        size_t done = encrypt(p, view.buf, (size_t)view.len, &failed);
+        if (done > 0 && flush_outgoing(ts, proto, p) < 0)
+            rc = fatal_on_exception(ts, proto);
+        else if (failed)
+            rc = write_rest(ts, proto, (const char *)view.buf + done, (size_t)view.len - done);
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(proto);
+    Py_DECREF(p);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *app_writelines(PyObject *self, PyObject *list_of_data)
+{
+    aio_tls_state *ts = the_tls_state;
+    if (ts == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "TLS layer not set up");
+        return NULL;
+    }
+    PyObject *proto;
+    PumpObject *p;
+    if (write_fast(ts, self, &proto, &p) < 0)
+        return NULL;
+    if (proto == NULL)
+        return PyObject_CallFunctionObjArgs(ts->py_writelines, self, list_of_data, NULL);
+    PyObject *items = PySequence_Fast(list_of_data, "writelines() argument must be iterable");
+    PyObject *res = NULL;
+    if (items == NULL)
+        goto out;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    PyObject **it = PySequence_Fast_ITEMS(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyObject_CheckBuffer(it[i])) {
+            /* asyncio queues such an item and fails on it in _do_write():
+             * let its code do exactly that. */
+            res = PyObject_CallFunctionObjArgs(ts->py_writelines, self, items, NULL);
+            goto out;
+        }
+    }
+    char small[TLS_COALESCE];
+    size_t fill = 0, wrote = 0;
+    int failed = 0, rc = 0;
+    for (Py_ssize_t i = 0; i <= n && !failed; i++) {
+        Py_buffer v = {0};
+        if (i < n && PyObject_GetBuffer(it[i], &v, PyBUF_SIMPLE) < 0)
+            goto out;
+        size_t len = i < n ? (size_t)v.len : 0;
+        /* Flush the coalesced pieces when this one does not fit (or at the end). */
+        if (fill > 0 && (i == n || fill + len > sizeof(small))) {
+            size_t d = encrypt(p, small, fill, &failed);
+            wrote += d;
+            if (failed) {
+                rc = write_rest(ts, proto, small + d, fill - d);
+                if (i < n)
+                    PyBuffer_Release(&v);
+                /* asyncio would queue what follows behind the failure: it
+                 * is dropped with the connection the failure ends. */
+                break;
+            }
+            fill = 0;
+        }
+        if (i == n)
+            break;
+        if (len <= sizeof(small) - fill) {
+            memcpy(small + fill, v.buf, len);
+            fill += len;
+        } else {
+            size_t d = encrypt(p, v.buf, len, &failed);
+            wrote += d;
+            if (failed)
+                rc = write_rest(ts, proto, (const char *)v.buf + d, len - d);
+        }
+        PyBuffer_Release(&v);
+    }
+    if (rc == 0 && wrote > 0 && flush_outgoing(ts, proto, p) < 0)
+        rc = fatal_on_exception(ts, proto);
+    if (rc == 0)
+        res = Py_NewRef(Py_None);
+out:
+    Py_XDECREF(items);
+    Py_DECREF(proto);
+    Py_DECREF(p);
+    return res;
+}
+
+static PyMethodDef app_write_def = {
+    "write", (PyCFunction)app_write, METH_O,
+    "Write some data bytes to the transport (encrypted in C when the connection is "
+    "established; asyncio's SSL transport otherwise)."};
+
+static PyMethodDef app_writelines_def = {
+    "writelines", (PyCFunction)app_writelines, METH_O,
+    "Write a list (or any iterable) of data bytes to the transport."};
+
+/* ---- setup ---------------------------------------------------------------- */
+
+/* _tls_setup(ssl_library_path, protocol_class, app_transport_class,
+ *            wrapped_state) -> bool
+ * Resolves OpenSSL's functions from the library Python's _ssl loaded and
+ * installs the C write()/writelines() on the application transport class.
+ * False (nothing installed) when the functions cannot be found. */
+static PyObject *tls_setup(PyObject *m, PyObject *args)
+{
+    PyObject *path, *proto_type, *app_type, *wrapped;
+    if (!PyArg_ParseTuple(args, "OO!O!O:_tls_setup", &path, &PyType_Type, &proto_type,
+                          &PyType_Type, &app_type, &wrapped))
+        return NULL;
+    aio_state *st = PyModule_GetState(m);
+    aio_tls_state *ts = tls_state(st);
+    if (!ossl.ready) {
+        const char *p = path == Py_None ? NULL : PyUnicode_AsUTF8(path);
+        if (p == NULL && path != Py_None)
+            return NULL;
+        void *h = dlopen(p, RTLD_NOW | RTLD_NOLOAD);
+        if (h == NULL || !resolve(h))
+            Py_RETURN_FALSE;
+        ossl.ready = 1;
+    }
+    if (the_tls_state != NULL && the_tls_state != ts)
+        Py_RETURN_FALSE;   /* another interpreter's aioloop has it */
+    /* The slow paths: asyncio's own methods, from the class's base. */
+    PyObject *base = (PyObject *)((PyTypeObject *)app_type)->tp_base;
+    PyObject *py_write = PyObject_GetAttrString(base, "write");
+    PyObject *py_writelines = py_write ? PyObject_GetAttrString(base, "writelines") : NULL;
+    if (py_writelines == NULL) {
+        Py_XDECREF(py_write);
+        return NULL;
+    }
+    Py_XSETREF(ts->py_write, py_write);
+    Py_XSETREF(ts->py_writelines, py_writelines);
+    Py_XSETREF(ts->proto_type, Py_NewRef(proto_type));
+    Py_XSETREF(ts->app_type, Py_NewRef(app_type));
+    Py_XSETREF(ts->wrapped, Py_NewRef(wrapped));
+    PyObject *w = PyDescr_NewMethod((PyTypeObject *)app_type, &app_write_def);
+    PyObject *wl = w ? PyDescr_NewMethod((PyTypeObject *)app_type, &app_writelines_def) : NULL;
+    int rc = wl ? PyObject_SetAttrString(app_type, "write", w) : -1;
+    if (rc == 0)
+        rc = PyObject_SetAttrString(app_type, "writelines", wl);
+    Py_XDECREF(w);
+    Py_XDECREF(wl);
+    if (rc < 0)
+        return NULL;
+    the_tls_state = ts;
+    Py_RETURN_TRUE;
+}
+
+PyMethodDef aio_tls_methods[] = {
+    {"_tls_setup", tls_setup, METH_VARARGS,
+     "_tls_setup(ssl_library_path, protocol_class, app_transport_class, wrapped_state): "
+     "set up the C TLS byte path; False when OpenSSL's functions cannot be found."},
+    {NULL, NULL, 0, NULL},
+};
+
+int aio_tls_add_types(PyObject *m, aio_state *st)
+{
+    aio_tls_state *ts = PyMem_Calloc(1, sizeof(*ts));
+    if (ts == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    st->tls = ts;
+    for (int i = 0; i < N_COUNT; i++) {
+        ts->name[i] = PyUnicode_InternFromString(names[i]);
+        if (ts->name[i] == NULL)
+            return -1;
+    }
+    ts->msg_fatal = PyUnicode_InternFromString("Fatal error on SSL protocol");
+    if (ts->msg_fatal == NULL)
+        return -1;
+    ts->PumpType = (PyTypeObject *)PyType_FromModuleAndSpec(m, &pump_spec, NULL);
+    if (ts->PumpType == NULL)
+        return -1;
+    return PyModule_AddObjectRef(m, "TLSPump", (PyObject *)ts->PumpType);
+}
+
+int aio_tls_traverse(aio_state *st, visitproc visit, void *arg)
+{
+    aio_tls_state *ts = tls_state(st);
+    if (ts == NULL)
+        return 0;
+    Py_VISIT(ts->PumpType);
+    Py_VISIT(ts->proto_type);
+    Py_VISIT(ts->app_type);
+    Py_VISIT(ts->wrapped);
+    Py_VISIT(ts->py_write);
+    Py_VISIT(ts->py_writelines);
+    return 0;
+}
+
+void aio_tls_clear(aio_state *st)
+{
+    aio_tls_state *ts = tls_state(st);
+    if (ts == NULL)
+        return;
+    if (the_tls_state == ts)
+        the_tls_state = NULL;
+    Py_CLEAR(ts->PumpType);
+    Py_CLEAR(ts->proto_type);
+    Py_CLEAR(ts->app_type);
+    Py_CLEAR(ts->wrapped);
+    Py_CLEAR(ts->py_write);
+    Py_CLEAR(ts->py_writelines);
+    Py_CLEAR(ts->msg_fatal);
+    for (int i = 0; i < N_COUNT; i++)
+        Py_CLEAR(ts->name[i]);
+    PyMem_Free(ts);
+    st->tls = NULL;
+}
