@@ -20,7 +20,7 @@ from . import _core
 _WRAPPED = sslproto.SSLProtocolState.WRAPPED
 
 
-class _AppTransport(sslproto._SSLProtocolTransport):
+class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
     """asyncio's SSL application transport; write() and writelines() are
     replaced by C methods when the C layer is available (_tls_setup)."""
 
@@ -33,7 +33,7 @@ class SSLProtocol(sslproto.SSLProtocol):
         if self._app_transport is None:
             if self._app_transport_created:
                 raise RuntimeError('Creating _SSLProtocolTransport twice')
-            self._app_transport = _AppTransport(self._loop, self, *args, **kwargs)
+            self._app_transport = _SSLProtocolTransport(self._loop, self, *args, **kwargs)
             self._app_transport_created = True
         return self._app_transport
 
@@ -56,7 +56,7 @@ class SSLProtocol(sslproto.SSLProtocol):
 def _setup():
     if os.environ.get("AIOLOOP_TLS", "c") == "python":
         return False
-    return _core._tls_setup(getattr(ssl._ssl, "__file__", None), SSLProtocol, _AppTransport,
+    return _core._tls_setup(getattr(ssl._ssl, "__file__", None), SSLProtocol, _SSLProtocolTransport,
                             _WRAPPED)
 
 
