@@ -1,0 +1,281 @@
+"""The TLS byte path in C (aioloop/_tls.py, _core/tls.c) against asyncio's.
+
+Every async test here runs on asyncio's loop and on each aioloop engine
+(conftest.py), so each observation is asyncio's.  The paths under test are
+the ones the C layer takes over or hands back: reads into data_received(),
+write() and writelines() (with pieces coalesced), a paused application,
+errors raised by the application or by OpenSSL, close_notify.  The wider
+TLS behaviour (every door, extra info, bad peers) is in tests/test_tls.py."""
+import asyncio
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+
+import pytest
+
+trustme = pytest.importorskip("trustme", reason="trustme is in the test extra")
+
+
+@pytest.fixture(scope="module")
+def ctxs():
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+def on_aioloop():
+    return type(asyncio.get_running_loop()).__module__.startswith("aioloop")
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self):
+        self.data = bytearray()
+        self.events = []
+        self.lost = asyncio.get_running_loop().create_future()
+        self.got = asyncio.Event()
+        self.want = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.data += data
+        if self.want is not None and len(self.data) >= self.want:
+            self.got.set()
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def serve(ctxs, factory):
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", 0, ssl=ctxs[0])
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_the_byte_path_is_in_c_once_established(ctxs):
+    protos = []
+    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    async with server:
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        w.write(b"x")
+        await w.drain()
+        async with asyncio.timeout(10):
+            while not protos or not protos[0].data:
+                await asyncio.sleep(0.01)
+        assert isinstance(w.get_extra_info("ssl_object"), ssl.SSLObject)
+        assert "ssl" in type(w.transport).__name__.lower()
+        if on_aioloop():
+            from aioloop import _tls
+            if _tls.ENABLED:
+                assert w.transport._ssl_protocol._aioloop_pump is not None
+                assert protos[0].transport._ssl_protocol._aioloop_pump is not None
+        w.close()
+        await w.wait_closed()
+
+
+@pytest.mark.parametrize("size", [1, 1000, 16 * 1024, 100 * 1024, 3 * 1024 * 1024])
+async def test_echo_integrity_write_and_writelines(ctxs, size):
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            # alternate the two write doors, with pieces of every kind
+            if len(data) % 2:
+                self.transport.write(data)
+            else:
+                h = len(data) // 2
+                self.transport.writelines([data[:1], bytearray(data[1:h]), memoryview(data)[h:]])
+
+    server, port = await serve(ctxs, Echo)
+    async with server, asyncio.timeout(60):
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        payload = os.urandom(size)
+        w.writelines([payload[:size // 3], payload[size // 3:]])
+        got = await r.readexactly(size)
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        w.close()
+        await w.wait_closed()
+
+
+async def test_write_refuses_what_asyncio_refuses(ctxs):
+    protos = []
+    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    async with server, asyncio.timeout(10):
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
+            w.transport.write("text")
+        w.transport.write(b"")          # nothing, no error
+        w.transport.writelines([])      # nothing, no error
+        w.write(b"after")
+        await w.drain()
+        while not protos or bytes(protos[0].data) != b"after":
+            await asyncio.sleep(0.01)
+        w.close()
+        await w.wait_closed()
+
+
+async def test_writelines_with_a_bad_item_is_a_fatal_error_as_in_asyncio(ctxs):
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+    try:
+        server, port = await serve(ctxs, Recorder)
+        async with server, asyncio.timeout(10):
+            client = Recorder()
+            tr, _ = await loop.create_connection(lambda: client, "127.0.0.1", port, ssl=ctxs[1],
+                                                 server_hostname="localhost")
+            tr.writelines([b"ok", "not bytes"])
+            exc = await client.lost
+            assert isinstance(exc, TypeError)
+            assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
+            assert isinstance(reported[0]["exception"], TypeError)
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_data_received_raising_ends_that_connection_as_in_asyncio(ctxs):
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+
+    class Raises(Recorder):
+        def data_received(self, data):
+            raise ValueError("app bug")
+
+    protos = []
+    try:
+        server, port = await serve(ctxs, lambda: protos.append(Raises()) or protos[-1])
+        async with server, asyncio.timeout(10):
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                                 server_hostname="localhost")
+            w.write(b"boom")
+            while not protos:
+                await asyncio.sleep(0.01)
+            exc = await protos[0].lost
+            assert isinstance(exc, ValueError)
+            assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
+            assert await r.read() == b""        # the client sees the connection end
+            w.close()
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_paused_application_loses_nothing(ctxs):
+    class Pausing(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            if not self.events:
+                self.events.append("paused")
+                self.transport.pause_reading()
+
+    protos = []
+    server, port = await serve(ctxs, lambda: protos.append(Pausing()) or protos[-1])
+    async with server, asyncio.timeout(30):
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        payload = os.urandom(2 * 1024 * 1024)
+        w.write(payload)
+        while not protos or not protos[0].data:
+            await asyncio.sleep(0.01)
+        p = protos[0]
+        assert not p.transport.is_reading()
+        await asyncio.sleep(0.2)
+        held = len(p.data)
+        assert held < len(payload)
+        p.want = len(payload)
+        p.transport.resume_reading()
+        assert p.transport.is_reading()
+        await p.got.wait()
+        assert bytes(p.data) == payload
+        w.close()
+        await w.wait_closed()
+
+
+async def test_close_notify_from_the_client(ctxs):
+    protos = []
+    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    async with server, asyncio.timeout(10):
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        w.write(b"bye")
+        await w.drain()
+        while not protos or not protos[0].data:
+            await asyncio.sleep(0.01)
+        w.close()
+        await w.wait_closed()
+        assert await protos[0].lost is None
+        assert protos[0].events == ["eof", "lost"]
+
+
+async def test_garbage_record_after_the_handshake_is_an_ssl_error(ctxs):
+    """OpenSSL's error goes back to asyncio's code, which raises it."""
+    protos = []
+    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+
+    def client():
+        ctx = ctxs[1]
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            s.sendall(b"hello")
+            # an application-data record whose contents are noise
+            os.write(s.fileno(), b"\x17\x03\x03\x00\x20" + os.urandom(32))
+            try:
+                s.recv(100)
+            except (OSError, ssl.SSLError):
+                pass
+
+    async with server, asyncio.timeout(10):
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            while not protos:
+                await asyncio.sleep(0.01)
+            exc = await protos[0].lost
+        finally:
+            await asyncio.to_thread(t.join)
+        assert bytes(protos[0].data) == b"hello"
+        assert isinstance(exc, ssl.SSLError)
+
+
+def test_python_byte_path_when_asked():
+    """AIOLOOP_TLS=python keeps asyncio's Python byte path; TLS still works."""
+    code = (
+        "import asyncio, ssl, trustme, aioloop\n"
+        "from aioloop import _tls\n"
+        "assert not _tls.ENABLED\n"
+        "ca = trustme.CA(); cert = ca.issue_cert('localhost')\n"
+        "s = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); cert.configure_cert(s)\n"
+        "c = ssl.create_default_context(); ca.configure_trust(c)\n"
+        "async def main():\n"
+        "    async def h(r, w):\n"
+        "        w.write(await r.readexactly(5)); await w.drain(); w.close()\n"
+        "    srv = await asyncio.start_server(h, '127.0.0.1', 0, ssl=s)\n"
+        "    port = srv.sockets[0].getsockname()[1]\n"
+        "    r, w = await asyncio.open_connection('127.0.0.1', port, ssl=c, server_hostname='localhost')\n"
+        "    assert w.transport._ssl_protocol._aioloop_pump is None\n"
+        "    w.write(b'hello'); assert await r.readexactly(5) == b'hello'\n"
+        "    w.close(); srv.close(); await srv.wait_closed()\n"
+        "aioloop.run(main())\n"
+        "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, AIOLOOP_TLS="python"))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ok"
