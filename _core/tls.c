@@ -509,14 +509,17 @@ done:
 /* ---- write: the application transport's write() and writelines() -------- */
 
 /* The protocol and its pump when the fast write path applies (new
- * references), else 0 with *proto == NULL.  -1 on error. */
+ * references), else *proto == NULL.  Always 0: whatever stands in the way
+ * (even an attribute missing) means asyncio's write path. */
 static int write_fast(aio_tls_state *ts, PyObject *self, PyObject **proto, PumpObject **pump)
 {
     *proto = NULL;
     *pump = NULL;
     PyObject *pr = PyObject_GetAttr(self, ts->name[N_SSL_PROTOCOL]);
-    if (pr == NULL)
-        return -1;
+    if (pr == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
     if (pr == Py_None)
         goto no;
     PyObject *o = PyObject_GetAttr(pr, ts->name[N_PUMP]);
@@ -556,8 +559,11 @@ static int write_fast(aio_tls_state *ts, PyObject *self, PyObject **proto, PumpO
     *pump = p;
     return 0;
 error:
+    /* An attribute this Python's SSLProtocol does not have: asyncio's
+     * write path, which needs none of them. */
+    PyErr_Clear();
     Py_DECREF(pr);
-    return -1;
+    return 0;
 no:
     Py_DECREF(pr);
     return 0;

@@ -99,6 +99,20 @@ TABLE = (
     ("constants", "_SendfileMode", "used"),
     ("trsock", "TransportSocket", "used"),
     ("sslproto", "SSLProtocol", "used"),
+    # The TLS layer (aioloop/_tls.py subclasses both; _core/tls.c calls
+    # these SSLProtocol methods by name where it hands work back to asyncio).
+    ("sslproto", "_SSLProtocolTransport", "used"),
+    ("sslproto", "SSLProtocolState", "used"),
+    ("sslproto.SSLProtocol", "_set_state", "used"),
+    ("sslproto.SSLProtocol", "_get_app_transport", "used"),
+    ("sslproto.SSLProtocol", "_write_appdata", "used"),
+    ("sslproto.SSLProtocol", "_do_read", "used"),
+    ("sslproto.SSLProtocol", "_do_write", "used"),
+    ("sslproto.SSLProtocol", "_process_outgoing", "used"),
+    ("sslproto.SSLProtocol", "_control_ssl_reading", "used"),
+    ("sslproto.SSLProtocol", "_call_eof_received", "used"),
+    ("sslproto.SSLProtocol", "_start_shutdown", "used"),
+    ("sslproto.SSLProtocol", "_fatal_error", "used"),
     ("format_helpers", "_format_callback_source", "used"),
     ("format_helpers", "extract_stack", "used"),
     # 3.14 deprecates the public iscoroutinefunction; asyncio itself calls

@@ -40,6 +40,8 @@ class SSLProtocol(sslproto.SSLProtocol):
     def _set_state(self, new_state):
         super()._set_state(new_state)
         if new_state is _WRAPPED and ENABLED and self._aioloop_pump is None:
+            if not _has_instance_attrs(self):
+                return
             try:
                 self._aioloop_pump = _core.TLSPump(self._sslobj, self._incoming,
                                                    self._outgoing, self._ssl_buffer)
@@ -51,6 +53,24 @@ class SSLProtocol(sslproto.SSLProtocol):
     def connection_lost(self, exc):
         self._aioloop_pump = None
         super().connection_lost(exc)
+
+
+# The instance attributes of asyncio's SSLProtocol that _core/tls.c reads
+# (the methods it calls are rows of aioloop/_borrowed.py).  Checked on the
+# first established connection: a Python whose SSLProtocol lacks one keeps
+# asyncio's byte path for every connection.
+_INSTANCE_ATTRS = (
+    "_state", "_app_reading_paused", "_app_protocol_is_buffer", "_app_protocol",
+    "_write_backlog", "_ssl_writing_paused", "_app_writing_paused", "_ssl_reading_paused",
+    "_incoming_high_water", "_transport", "_sslobj", "_incoming", "_outgoing", "_ssl_buffer")
+_attrs_ok = None
+
+
+def _has_instance_attrs(proto):
+    global _attrs_ok
+    if _attrs_ok is None:
+        _attrs_ok = all(hasattr(proto, n) for n in _INSTANCE_ATTRS)
+    return _attrs_ok
 
 
 def _setup():

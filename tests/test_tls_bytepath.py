@@ -82,6 +82,7 @@ async def test_the_byte_path_is_in_c_once_established(ctxs):
         if on_aioloop():
             from aioloop import _tls
             if _tls.ENABLED:
+                assert _tls._attrs_ok is True, "asyncio's SSLProtocol lacks an attribute tls.c reads"
                 assert w.transport._ssl_protocol._aioloop_pump is not None
                 assert protos[0].transport._ssl_protocol._aioloop_pump is not None
         w.close()
