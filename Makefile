@@ -25,7 +25,7 @@ sanitize:              ## the engine's C unit tests under TSan, then ASan+UBSan 
 sanitize-python:       ## the Python suite against an ASan+UBSan build of the extension
 	AIOLOOP_SANITIZE=address $(PYTHON) setup.py -q build_ext --inplace --force
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-	    $(PYTHON) -m pytest tests/test_loop.py tests/test_streams.py tests/test_engines.py \
+	    $(PYTHON) -m pytest tests/test_loop.py tests/test_streams.py tests/test_engines.py tests/test_tls_bytepath.py \
 	    -k "not emfile and not fork"
 	$(PYTHON) setup.py -q build_ext --inplace --force
 

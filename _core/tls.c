@@ -7,6 +7,7 @@
  * (`_aioloop_pump`); the pump never refers back to it, so no cycle forms.
  * Everything here runs on the loop thread with the GIL held. */
 #include "tls.h"
+#include "engine/aio_fault.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -289,7 +290,9 @@ static PyObject *take_outgoing(PumpObject *p)
         return Py_None;
     if (n > INT_MAX)
         n = INT_MAX;
-    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site, as every object the loop makes */
+                      ? PyErr_NoMemory()
+                      : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (b == NULL)
         return NULL;
     int got = ossl.BIO_read(p->wbio, PyBytes_AS_STRING(b), (int)n);
@@ -380,7 +383,9 @@ static PyObject *read_records(PumpObject *p, int *status)
     size_t cap = ossl.BIO_ctrl_pending(p->rbio) + (size_t)ossl.SSL_pending(p->ssl);
     if (cap < 1024)
         cap = 1024;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
+    PyObject *out = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site */
+                        ? PyErr_NoMemory()
+                        : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
     if (out == NULL)
         return NULL;
     size_t used = 0;

@@ -280,3 +280,66 @@ def test_python_byte_path_when_asked():
                        env=dict(os.environ, AIOLOOP_TLS="python"))
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("engine", __import__("conftest").ENGINES)
+def test_memory_error_in_the_tls_layer_ends_that_connection_only(ctxs, engine):
+    """An object the C TLS layer cannot make (fault site "pyobj"): asyncio's
+    'Fatal error on SSL protocol' for that connection, and the server goes
+    on serving TLS."""
+    import aioloop
+    from aioloop import _core, _tls
+    if not _tls.ENABLED:
+        pytest.skip("the C TLS layer is off here")
+    loop = aioloop.new_event_loop(engine=engine)
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def handler(r, w):
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+        except (ConnectionError, MemoryError, ssl.SSLError):
+            pass
+        w.close()
+
+    async def echo_once(port):
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        w.write(b"hello")
+        got = await r.readexactly(5)
+        w.close()
+        return got
+
+    async def main():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ctxs[0])
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                             server_hostname="localhost")
+        w.write(b"warm")
+        assert await r.readexactly(4) == b"warm"
+        _core._fault_set("pyobj", 1)
+        try:
+            w.write(b"x" * 1000)
+            async with asyncio.timeout(10):
+                try:
+                    while await r.read(65536):
+                        pass
+                except (ConnectionError, MemoryError, ssl.SSLError):
+                    pass
+            failed = _core._fault_failed("pyobj")
+        finally:
+            _core._fault_reset()
+        w.close()
+        assert await asyncio.wait_for(echo_once(port), 10) == b"hello"
+        server.close()
+        await server.wait_closed()
+        return failed
+
+    try:
+        assert loop.run_until_complete(main()) == 1
+    finally:
+        loop.close()
+    fatal = [c for c in errors if c["message"] == "Fatal error on SSL protocol"]
+    assert len(fatal) == 1, errors
+    assert isinstance(fatal[0]["exception"], MemoryError)
