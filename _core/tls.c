@@ -80,7 +80,8 @@ enum {
     N_WRITE_BACKLOG, N_SSL_WRITING_PAUSED, N_APP_WRITING_PAUSED, N_SSL_READING_PAUSED,
     N_INCOMING_HIGH_WATER, N_TRANSPORT, N_SSL_PROTOCOL, N_FATAL_ERROR, N_DO_READ,
     N_DO_WRITE, N_PROCESS_OUTGOING, N_CONTROL_SSL_READING, N_CALL_EOF_RECEIVED,
-    N_START_SHUTDOWN, N_WRITE_APPDATA, N_WRITE, N_SSLOBJ, N_COUNT
+    N_START_SHUTDOWN, N_WRITE_APPDATA, N_WRITE, N_SSLOBJ, N_APP_GET_BUFFER,
+    N_APP_BUFFER_UPDATED, N_LOOP, N_CALL_SOON, N_COUNT
 };
 
 static const char *const names[N_COUNT] = {
@@ -89,6 +90,7 @@ static const char *const names[N_COUNT] = {
     "_ssl_reading_paused", "_incoming_high_water", "_transport", "_ssl_protocol",
     "_fatal_error", "_do_read", "_do_write", "_process_outgoing", "_control_ssl_reading",
     "_call_eof_received", "_start_shutdown", "_write_appdata", "write", "_sslobj",
+    "_app_protocol_get_buffer", "_app_protocol_buffer_updated", "_loop", "call_soon",
 };
 
 /* Module state for TLS, kept apart from aio_state's fields by one pointer. */
@@ -354,10 +356,9 @@ PyObject *aio_tls_fast_pump(TransportObject *t)
     if (!wrapped)
         goto no;
     int paused = attr_true(ts, proto, N_APP_READING_PAUSED);
-    int buffered = paused ? 0 : attr_true(ts, proto, N_APP_PROTOCOL_IS_BUFFER);
-    if (paused < 0 || buffered < 0)
+    if (paused < 0)
         goto error;
-    if (paused || buffered)
+    if (paused)
         goto no;
     return pump;
 error:
@@ -407,6 +408,75 @@ static PyObject *read_records(PumpObject *p, int *status)
     if (used < cap && _PyBytes_Resize(&out, (Py_ssize_t)used) < 0)
         return NULL;
     return out;
+}
+
+/* asyncio's _do_read__buffered(): SSL_read() into the buffer the
+ * application's get_buffer() gives (sized by the ciphertext pending), then
+ * buffer_updated(); a buffer filled to the end schedules _do_read() for the
+ * rest, as asyncio does.  *status as read_records().  0, or -1 with an
+ * exception (from the application's callbacks or an object not made). */
+static int read_buffered(aio_tls_state *ts, PyObject *proto, PumpObject *p, int *status)
+{
+    *status = 0;
+    PyObject *hint = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site */
+                         ? PyErr_NoMemory()
+                         : PyLong_FromSize_t(ossl.BIO_ctrl_pending(p->rbio));
+    if (hint == NULL)
+        return -1;
+    PyObject *get = PyObject_GetAttr(proto, ts->name[N_APP_GET_BUFFER]);
+    PyObject *buf = get ? PyObject_CallOneArg(get, hint) : NULL;
+    Py_XDECREF(get);
+    Py_DECREF(hint);
+    if (buf == NULL)
+        return -1;
+    Py_buffer v;
+    if (PyObject_GetBuffer(buf, &v, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(buf);
+        return -1;
+    }
+    Py_DECREF(buf);   /* the export keeps it alive */
+    size_t off = 0, len = (size_t)v.len;
+    int filled = 0;
+    if (len == 0) {
+        *status = 1;   /* asyncio's read(0) returns 0: its close_notify branch */
+    } else {
+        for (;;) {
+            size_t got = 0;
+            if (ossl.SSL_read_ex(p->ssl, (char *)v.buf + off, len - off, &got)) {
+                off += got;
+                if (off == len) {
+                    filled = 1;
+                    break;
+                }
+                continue;
+            }
+            int err = ossl.SSL_get_error(p->ssl, 0);
+            *status = err == X_SSL_ERROR_WANT_READ ? 0 : err == X_SSL_ERROR_ZERO_RETURN ? 1 : 2;
+            break;
+        }
+    }
+    PyBuffer_Release(&v);
+    if (filled) {
+        PyObject *loop = PyObject_GetAttr(proto, ts->name[N_LOOP]);
+        PyObject *again = loop ? PyObject_GetAttr(proto, ts->name[N_DO_READ]) : NULL;
+        PyObject *h = again ? PyObject_CallMethodOneArg(loop, ts->name[N_CALL_SOON], again) : NULL;
+        Py_XDECREF(loop);
+        Py_XDECREF(again);
+        if (h == NULL)
+            return -1;
+        Py_DECREF(h);
+    }
+    if (off > 0) {
+        PyObject *n = PyLong_FromSize_t(off);
+        PyObject *upd = n ? PyObject_GetAttr(proto, ts->name[N_APP_BUFFER_UPDATED]) : NULL;
+        PyObject *r = upd ? PyObject_CallOneArg(upd, n) : NULL;
+        Py_XDECREF(n);
+        Py_XDECREF(upd);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
 }
 
 /* The rest of asyncio's _do_read() after the application got its data:
@@ -470,6 +540,14 @@ int aio_tls_feed(TransportObject *t, PyObject *pump, const char *data, size_t n)
         n -= (size_t)chunk;
     }
     int status = 0;
+    int buffered = attr_true(ts, proto, N_APP_PROTOCOL_IS_BUFFER);
+    if (buffered < 0)
+        goto fatal;
+    if (buffered) {
+        if (read_buffered(ts, proto, p, &status) < 0)
+            goto fatal;
+        goto read_done;
+    }
     PyObject *plain = read_records(p, &status);
     if (plain == NULL)
         goto fatal;
@@ -485,6 +563,7 @@ int aio_tls_feed(TransportObject *t, PyObject *pump, const char *data, size_t n)
     } else {
         Py_DECREF(plain);
     }
+read_done:
     if (status == 2) {
         /* asyncio's _do_read() meets the same error again through the
          * SSLObject and raises (or ignores) it as asyncio does. */
