@@ -1304,3 +1304,125 @@ def test_gunicorn_worker_tls(tmp_path, certs, engine):
         assert "Traceback" not in p.stderr(), p.stderr()
     finally:
         p.stop()
+
+
+# --------------------------------------------------------------------------- more of the app transport
+
+async def test_writelines_and_sendfile(server_ctx, client_ctx, tmp_path):
+    """writelines() and loop.sendfile() over TLS (asyncio: sendfile falls
+    back to reading the file and writing it; fallback=False is a
+    RuntimeError)."""
+    loop = asyncio.get_running_loop()
+    srv = await tls_server(server_ctx)
+    tr, pr = await tls_client(srv.port, client_ctx)
+    parts = [payload(n) for n in (1, 1000, 100 * KiB, 1)]
+    tr.writelines(parts)
+    await pr.wait(sum(map(len, parts)))
+    assert pr.hash.hexdigest() == sha(b"".join(parts))
+    data = payload(1 * MiB + 7)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    pr.hash = hashlib.sha256()
+    start = pr.count
+    with open(path, "rb") as f:
+        with pytest.raises(RuntimeError) as ei:
+            await loop.sendfile(tr, f, fallback=False)
+        assert str(ei.value).startswith(
+            "fallback is disabled and native sendfile is not supported for transport")
+        sent = await asyncio.wait_for(loop.sendfile(tr, f), T)
+    assert sent == len(data)
+    await pr.wait(start + len(data))
+    assert pr.hash.hexdigest() == sha(data)
+    tr.close()
+    await asyncio.wait_for(pr.lost, T)
+    await close_server(srv)
+
+
+async def test_get_and_set_protocol(server_ctx, client_ctx):
+    """get_protocol() is the application's protocol; after set_protocol()
+    the data goes to the new one."""
+    srv = await tls_server(server_ctx)
+    tr, pr = await tls_client(srv.port, client_ctx)
+    assert tr.get_protocol() is pr
+    await echo_roundtrip(tr, pr, 10)
+    other = Collector()
+    tr.set_protocol(other)
+    assert tr.get_protocol() is other
+    data = payload(1000)
+    tr.write(data)
+    await other.wait(1000)
+    assert other.hash.hexdigest() == sha(data) and pr.count == 10
+    tr.close()
+    assert await asyncio.wait_for(other.lost, T) is None
+    assert not pr.lost.done()
+    await close_server(srv)
+
+
+class Raiser(Collector):
+    def __init__(self, where):
+        super().__init__()
+        self.where = where
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if self.where == "connection_made":
+            1 / 0
+
+    def data_received(self, data):
+        super().data_received(data)
+        if self.where == "data_received":
+            1 / 0
+
+    def eof_received(self):
+        super().eof_received()
+        if self.where == "eof_received":
+            1 / 0
+
+
+@pytest.mark.parametrize("where", ["data_received", "eof_received"])
+async def test_app_protocol_raises(server_ctx, client_ctx, where):
+    """An exception out of the application's callback: asyncio reports it
+    through the exception handler ('Fatal error on SSL protocol' /
+    'Error calling eof_received()') and the connection is lost with it."""
+    errors = record_errors()
+    srv = await tls_server(server_ctx)
+    tr, pr = await tls_client(srv.port, client_ctx, factory=lambda: Raiser(where))
+    if where == "data_received":
+        tr.write(b"x")
+    else:
+        srv_tr = None
+        async with asyncio.timeout(T):
+            while not made(srv):
+                await asyncio.sleep(0.01)
+        srv_tr = made(srv)[0].transport
+        srv_tr.close()
+    exc = await asyncio.wait_for(pr.lost, T)
+    assert type(exc) is ZeroDivisionError
+    message = {"data_received": "Fatal error on SSL protocol",
+               "eof_received": "Error calling eof_received()"}[where]
+    assert kinds(errors) == [("ZeroDivisionError", message)]
+    assert errors[0]["exception"] is exc
+    await asyncio.wait_for(made(srv)[0].lost, T)
+    await good_request(srv.port, client_ctx)
+    await close_server(srv)
+
+
+async def test_app_connection_made_raises(server_ctx, client_ctx):
+    """connection_made() raising on the client: create_connection raises
+    that exception, the exception handler gets it once (asyncio's message
+    names its own read path, 'Fatal error: protocol.buffer_updated() call
+    failed.': only its start is pinned), the server is never told of the
+    connection and keeps serving."""
+    errors = record_errors()
+    srv = await tls_server(server_ctx)
+    with pytest.raises(ZeroDivisionError) as ei:
+        await tls_client(srv.port, client_ctx, factory=lambda: Raiser("connection_made"))
+    async with asyncio.timeout(T):
+        while not errors:
+            await asyncio.sleep(0.01)
+    assert [type(c.get("exception")) for c in errors] == [ZeroDivisionError]
+    assert errors[0]["exception"] is ei.value
+    assert errors[0]["message"].startswith("Fatal error")
+    await good_request(srv.port, client_ctx)
+    assert len(made(srv)) == 1
+    await close_server(srv)
