@@ -1426,3 +1426,33 @@ async def test_app_connection_made_raises(server_ctx, client_ctx):
     await good_request(srv.port, client_ctx)
     assert len(made(srv)) == 1
     await close_server(srv)
+
+
+async def test_start_tls_handshake_timeout(client_ctx):
+    """start_tls() on a connection whose peer never answers: asyncio's
+    ConnectionAbortedError after ssl_handshake_timeout, the transport closed."""
+    loop = asyncio.get_running_loop()
+    errors = record_errors()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    lsock.setblocking(False)
+    try:
+        tr, pr = await asyncio.wait_for(loop.create_connection(
+            Collector, "127.0.0.1", lsock.getsockname()[1]), T)
+        conn, _ = await asyncio.wait_for(loop.sock_accept(lsock), T)
+        conn.setblocking(False)
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionAbortedError) as ei:
+            await asyncio.wait_for(loop.start_tls(
+                tr, pr, client_ctx, server_hostname="localhost", ssl_handshake_timeout=0.3), T)
+        assert 0.2 <= time.monotonic() - t0 < 5
+        assert str(ei.value) == ("SSL handshake is taking longer than 0.3 seconds: "
+                                 "aborting the connection")
+        with conn:
+            got, how = await read_until_eof(conn)
+        assert got[:1] == b"\x16" and how in ("eof", "reset")
+        assert tr.is_closing()
+    finally:
+        lsock.close()
+    assert kinds(errors) == []
