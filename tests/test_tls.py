@@ -95,11 +95,23 @@ def client_ctx(certs):
 
 # --------------------------------------------------------------------------- helpers
 
+class Errors(list):
+    """Exception handler contexts; `.event` is set at the first."""
+
+    def __init__(self):
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def __call__(self, loop, context):
+        self.append(context)
+        self.event.set()
+
+
 def record_errors():
     """The running loop's exception handler calls, recorded (asyncio routes
     some TLS failures there; each test asserts the same list on every loop)."""
-    errors = []
-    asyncio.get_running_loop().set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    errors = Errors()
+    asyncio.get_running_loop().set_exception_handler(errors)
     return errors
 
 
@@ -127,9 +139,13 @@ class Echo(asyncio.Protocol):
         self.calls = []
         self.lost = asyncio.get_running_loop().create_future()
 
+    on_made = None
+
     def connection_made(self, transport):
         self.transport = transport
         self.calls.append("made")
+        if self.on_made:
+            self.on_made(self)
 
     def data_received(self, data):
         self.transport.write(data)
@@ -155,10 +171,15 @@ class Collector(asyncio.Protocol):
         self._got = None
         self.lost = asyncio.get_running_loop().create_future()
         self.paused = self.resumed = 0
+        self.resume_event = asyncio.Event()
+
+    on_made = None
 
     def connection_made(self, transport):
         self.transport = transport
         self.calls.append("made")
+        if self.on_made:
+            self.on_made(self)
 
     def data_received(self, data):
         self.hash.update(data)
@@ -181,6 +202,7 @@ class Collector(asyncio.Protocol):
 
     def resume_writing(self):
         self.resumed += 1
+        self.resume_event.set()
 
     async def wait(self, n, timeout=T):
         if self.count < n:
@@ -204,13 +226,16 @@ async def echo_roundtrip(transport, proto, size):
 async def tls_server(server_ctx, factory=Echo, **kw):
     loop = asyncio.get_running_loop()
     protos = []
+    made_queue = asyncio.Queue()
 
     def make():
         p = factory()
+        p.on_made = made_queue.put_nowait
         protos.append(p)
         return p
     srv = await loop.create_server(make, "127.0.0.1", 0, ssl=server_ctx, **kw)
     srv.protos = protos
+    srv.next_made = lambda: asyncio.wait_for(made_queue.get(), T)   # the next protocol told
     srv.port = srv.sockets[0].getsockname()[1]
     return srv
 
@@ -835,9 +860,16 @@ async def test_pause_resume_writing(server_ctx, client_ctx, writer):
     wt.set_write_buffer_limits(high=64 * KiB, low=8 * KiB)
     assert wt.get_write_buffer_limits() == (8 * KiB, 64 * KiB)
     assert wt.get_write_buffer_size() == 0
+    # A first write larger than what the kernel's buffers and the reader's
+    # TLS layer take in while it does not read (a few MiB), so that once
+    # pause_writing() comes nothing can drain the writer until the reader
+    # resumes.  (asyncio hands a write to the socket transport at once
+    # while that one is not paused: the pause comes from later writes.)
+    burst = payload(24 * MiB)
+    wt.write(burst)
+    h = hashlib.sha256(burst)
+    total = len(burst)
     chunk = payload(64 * KiB)
-    total = 0
-    h = hashlib.sha256()
     async with asyncio.timeout(T):
         while not w.paused:
             wt.write(chunk)
@@ -851,9 +883,7 @@ async def test_pause_resume_writing(server_ctx, client_ctx, writer):
     r.transport.resume_reading()
     await r.wait(total)
     assert r.count == total and r.hash.hexdigest() == h.hexdigest()
-    async with asyncio.timeout(T):
-        while not w.resumed:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(w.resume_event.wait(), T)
     assert w.paused == 1 and w.resumed == 1
     assert wt.get_write_buffer_size() <= 8 * KiB
     tr.close()
@@ -890,12 +920,9 @@ async def test_pause_resume_reading(server_ctx, client_ctx):
     resume_reading(); nothing is lost."""
     srv = await tls_server(server_ctx, factory=Sender)
     tr, pr = await tls_client(srv.port, client_ctx, factory=Pauser)
-    tr.write(b"hi")
-    async with asyncio.timeout(T):
-        while not srv.protos or srv.protos[0].transport is None:
-            await asyncio.sleep(0.01)
+    sp = await srv.next_made()
     data = payload(2 * MiB)
-    srv.protos[0].transport.write(data)
+    sp.transport.write(data)
     first = await asyncio.wait_for(pr.first, T)
     assert tr.is_reading() is False
     await asyncio.sleep(0.3)   # a stretch with data waiting: no data_received may come
@@ -1390,12 +1417,7 @@ async def test_app_protocol_raises(server_ctx, client_ctx, where):
     if where == "data_received":
         tr.write(b"x")
     else:
-        srv_tr = None
-        async with asyncio.timeout(T):
-            while not made(srv):
-                await asyncio.sleep(0.01)
-        srv_tr = made(srv)[0].transport
-        srv_tr.close()
+        (await srv.next_made()).transport.close()
     exc = await asyncio.wait_for(pr.lost, T)
     assert type(exc) is ZeroDivisionError
     message = {"data_received": "Fatal error on SSL protocol",
@@ -1417,9 +1439,7 @@ async def test_app_connection_made_raises(server_ctx, client_ctx):
     srv = await tls_server(server_ctx)
     with pytest.raises(ZeroDivisionError) as ei:
         await tls_client(srv.port, client_ctx, factory=lambda: Raiser("connection_made"))
-    async with asyncio.timeout(T):
-        while not errors:
-            await asyncio.sleep(0.01)
+    await asyncio.wait_for(errors.event.wait(), T)
     assert [type(c.get("exception")) for c in errors] == [ZeroDivisionError]
     assert errors[0]["exception"] is ei.value
     assert errors[0]["message"].startswith("Fatal error")
