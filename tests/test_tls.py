@@ -1126,7 +1126,14 @@ async def test_bad_client_server_keeps_serving(server_ctx, client_ctx, kind):
     # asyncio's server sends no alert: it closes.  A ClientHello it read
     # in full is answered (a handshake record, type 22) before the close.
     if kind == "closed-mid-handshake":
-        assert got[:1] == b"\x16", got[:20]
+        if "threads" in type(loop).__name__.lower() or getattr(loop, "engine", "") == "threads":
+            # The EOF fails the handshake and asyncio aborts the transport,
+            # dropping what is still queued: asyncio's send() went out at
+            # once, the threads engine's WRITE may still be on its
+            # completion thread (docs/compatibility.md, write buffer size).
+            assert got[:1] in (b"\x16", b""), got[:20]
+        else:
+            assert got[:1] == b"\x16", got[:20]
     else:
         assert got == b"", got[:20]
     assert how == "eof"
