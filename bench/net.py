@@ -1,5 +1,7 @@
 """Network workloads: echo servers under the C load generator, aiohttp under
-wrk, and server memory with many idle or many short connections.
+wrk, and server memory with many idle or many short connections; and their
+TLS counterparts (echo and short connections under the C TLS load
+generator, aiohttp over HTTPS under wrk).
 
 Every server runs in a child process of its own (``bench.servers``, or the
 C epoll echo server); the server's CPU time is read per thread from /proc
@@ -9,8 +11,10 @@ completion threads' share are both known.
 import json
 import os
 import re
+import atexit
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,17 +25,80 @@ BIN = os.path.join(HERE, "out", "bin")
 C_EPOLL = "c-epoll"
 
 
+def _build(name, libs=(), **kw):
+    src = os.path.join(HERE, "c", name + ".c")
+    exe = os.path.join(BIN, name)
+    if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(src):
+        return
+    subprocess.run([os.environ.get("CC", "cc"), "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+                    "-o", exe, src, *libs], check=True, **kw)
+
+
 def build_tools():
     """Compile the C load generator and the C epoll echo server (once)."""
     os.makedirs(BIN, exist_ok=True)
-    cc = os.environ.get("CC", "cc")
     for name in ("loadgen", "echo_epoll"):
-        src = os.path.join(HERE, "c", name + ".c")
-        exe = os.path.join(BIN, name)
-        if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(src):
-            continue
-        subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe, src],
-                       check=True)
+        _build(name)
+
+
+TLSGEN = os.path.join(BIN, "tlsgen")
+_tls_skip = []
+
+
+def build_tls_tools():
+    """Compile the C TLS load generator (once), and make the run's
+    certificate; None, or why the TLS workloads cannot run here (no C
+    compiler, no OpenSSL headers, no openssl CLI nor trustme)."""
+    if _tls_skip:
+        return _tls_skip[0]
+    why = None
+    os.makedirs(BIN, exist_ok=True)
+    try:
+        _build("tlsgen", ("-lssl", "-lcrypto"), capture_output=True, text=True)
+    except FileNotFoundError:
+        why = f"no C compiler ({os.environ.get('CC', 'cc')}) to build bench/c/tlsgen.c"
+    except subprocess.CalledProcessError as e:
+        err = (e.stderr or "").strip().splitlines()
+        why = ("bench/c/tlsgen.c does not build: "
+               + ("OpenSSL's headers are missing (Debian: apt-get install libssl-dev)"
+                  if any("openssl/" in ln for ln in err) else (err[0] if err else f"exit {e.returncode}")))
+    if why is None:
+        try:
+            tls_dir()
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            why = f"no certificate for the TLS servers: {e}"
+    _tls_skip.append(why)
+    return why
+
+
+_tls_dir = []
+
+
+def tls_dir():
+    """A directory holding cert.pem and key.pem, a self-signed ECDSA P-256
+    certificate for 127.0.0.1/localhost, made once per bench run (openssl
+    CLI, else trustme) and removed when the bench exits."""
+    if _tls_dir:
+        return _tls_dir[0]
+    d = tempfile.mkdtemp(prefix="bench-tls-")
+    atexit.register(shutil.rmtree, d, True)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    if shutil.which("openssl"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True, capture_output=True)
+    else:
+        try:
+            import trustme
+        except ImportError:
+            raise RuntimeError("neither the openssl CLI nor trustme is installed") from None
+        ca = trustme.CA()
+        leaf = ca.issue_cert("localhost", "127.0.0.1")
+        leaf.private_key_pem.write_to_path(key)
+        leaf.cert_chain_pems[0].write_to_path(cert)
+    _tls_dir.append(d)
+    return d
 
 
 def thread_cpu(pid):
@@ -69,6 +136,8 @@ class Server:
             cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0", str(work)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (os.path.dirname(HERE), os.environ.get("PYTHONPATH")) if p))
+        if kind.startswith("tls-"):
+            env["BENCH_TLS_DIR"] = tls_dir()
         self.name = f"{loop}/{kind}"
         # The server's stderr goes to a file, summed up when it is stopped,
         # so a peer's tracebacks are told apart from the bench's output.
@@ -81,8 +150,9 @@ class Server:
             raise RuntimeError(f"server {loop}/{kind} did not start: {self._stderr()[-1:]}")
         self.port = int(line[1])
         self.pid = self.proc.pid
+        wait = _wait_udp if kind == "udp" else _wait_tls if kind.startswith("tls-") else _wait_tcp
         try:
-            (_wait_udp if kind == "udp" else _wait_tcp)(self.port, ready_timeout)
+            wait(self.port, ready_timeout)
         except (OSError, TimeoutError) as e:
             self.proc.kill()
             self.proc.wait()
@@ -119,6 +189,28 @@ def _wait_tcp(port, timeout):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"port {port} refused connections for {timeout:g} s")
             time.sleep(0.01)
+
+
+def _wait_tls(port, timeout):
+    """A whole TLS handshake (not a bare TCP connect, which the server's TLS
+    layer would see as a handshake cut short)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"port {port} refused connections for {timeout:g} s")
+            time.sleep(0.01)
+    with ctx.wrap_socket(sock) as t:
+        try:
+            t.unwrap()           # a close_notify each way: a clean close
+        except (OSError, ValueError):
+            pass
 
 
 def _wait_udp(port, timeout):
@@ -187,6 +279,50 @@ def short_conns(loop, conns, size, seconds, warmup=0.5):
             **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"]}
 
 
+def _run_tlsgen(srv, args):
+    """Runs the TLS load generator against srv; (its JSON result, CPU before,
+    after).  The CPU window opens when the generator says "start" (its
+    handshakes and warm-up done) and closes when it exits."""
+    gen = subprocess.Popen([TLSGEN, args[0], "127.0.0.1", str(srv.port)]
+                           + [str(a) for a in args[1:]], stdout=subprocess.PIPE, text=True)
+    first = gen.stdout.readline()
+    before = srv.cpu()
+    out, _ = gen.communicate()
+    after = srv.cpu()
+    try:
+        if first.strip() != "start":
+            raise ValueError
+        return json.loads(out), before, after
+    except ValueError:
+        raise RuntimeError(f"TLS load generator {args[0]} failed (exit {gen.returncode}): "
+                           f"{(first + out)!r}") from None
+
+
+def _tls_fields(res):
+    return {"handshakes": res["handshakes"], "tls": f"{res['tls_version']} {res['cipher']}"}
+
+
+def tls_echo(loop, kind, size, conns, seconds, warmup=0.5):
+    """TLS echo: kind is tls-protocol or tls-buffered; `conns` connections,
+    handshaken before the run, each echoing `size` bytes at a time."""
+    with Server(loop, kind) as srv:
+        res, before, after = _run_tlsgen(srv, ["echo", conns, size, seconds, warmup])
+    return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
+            **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
+            **_tls_fields(res)}
+
+
+def tls_conns(loop, conns, size, seconds, warmup=0.5):
+    """Short TLS connections, `conns` at a time: connect, a full handshake
+    (no resumption), one `size`-byte echo, close_notify, close.  rps is
+    connections/s; CPU is per connection."""
+    with Server(loop, "tls-protocol") as srv:
+        res, before, after = _run_tlsgen(srv, ["conn", conns, size, seconds, warmup])
+    return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
+            **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
+            **_tls_fields(res)}
+
+
 def udp(loop, socks, inflight, size, seconds, warmup=0.5):
     """Datagram echo: `socks` client sockets, `inflight` datagrams outstanding
     on each.  rps is datagrams echoed per second; CPU is per datagram;
@@ -214,15 +350,19 @@ def have_aiohttp():
     return importlib.util.find_spec("aiohttp") is not None
 
 
-def aiohttp_run(loop, conns, seconds):
+def aiohttp_run(loop, conns, seconds, body=0, tls=False):
+    """aiohttp's hello app under wrk; body: the response body's size in bytes
+    (0: "Hello, world"); tls: over HTTPS (wrk does not verify the
+    certificate; its connections are kept alive, so handshakes are done in
+    the warm-up, or again after a connection error)."""
     seconds = max(1, round(seconds))      # wrk takes whole seconds
-    with Server(loop, "aiohttp") as srv:
+    with Server(loop, "tls-aiohttp" if tls else "aiohttp", body) as srv:
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{srv.port}/"
         # Warm-up so import-time and first-request costs stay out of the window.
-        subprocess.run(["wrk", "-t1", "-c", str(conns), "-d1s", f"http://127.0.0.1:{srv.port}/"],
+        subprocess.run(["wrk", "-t1", "-c", str(conns), "-d1s", url],
                        capture_output=True, check=True)
         before = srv.cpu()
-        out = subprocess.run(["wrk", "-t1", "-c", str(conns), f"-d{seconds}s", "--latency",
-                              f"http://127.0.0.1:{srv.port}/"],
+        out = subprocess.run(["wrk", "-t1", "-c", str(conns), f"-d{seconds}s", "--latency", url],
                              capture_output=True, text=True, check=True).stdout
         after = srv.cpu()
     reqs = int(re.search(r"(\d+) requests in", out).group(1))

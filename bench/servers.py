@@ -3,16 +3,22 @@
     python -m bench.servers LOOP KIND [PORT [WORK]]
 
 KIND is one of protocol, buffered, streams, sock (TCP echo servers in the
-four asyncio styles), udp (a datagram echo server) or aiohttp (a "hello
-world" app).  WORK (protocol only) is pure-Python work done in every
-data_received: that many iterations of spin() (calibrate() says how many
-make a µs here).  Prints "ready PORT" once create_server (or its like) has
-returned, then serves until killed; the bench checks that the port answers
-before it measures.
+four asyncio styles), udp (a datagram echo server), aiohttp (a "hello
+world" app), or tls-protocol, tls-buffered, tls-aiohttp (the protocol,
+buffered and aiohttp servers over TLS: ``create_server(ssl=...)`` with the
+certificate and key in $BENCH_TLS_DIR, cert.pem and key.pem).  WORK
+(protocol only) is pure-Python work done in every data_received: that many
+iterations of spin() (calibrate() says how many make a µs here); for
+aiohttp and tls-aiohttp it is the response body's size in bytes instead (0:
+"Hello, world", 12 bytes).  Prints "ready PORT" once create_server (or its
+like) has returned, then serves until killed; the bench checks that the
+port answers (for TLS, that a handshake completes) before it measures.
 """
 import asyncio
+import os
 import resource
 import socket
+import ssl
 import sys
 import time
 
@@ -126,17 +132,40 @@ async def serve_sock(loop, port):
         t.add_done_callback(tasks.discard)
 
 
-async def serve_aiohttp(port):
+def tls_context():
+    """The server side's SSLContext: Python's defaults for a server (TLS 1.2
+    or 1.3, 1.3 negotiated with any current client), the bench run's
+    self-signed certificate."""
+    d = os.environ.get("BENCH_TLS_DIR")
+    if not d:
+        raise ValueError("TLS servers need BENCH_TLS_DIR (a directory with cert.pem and key.pem)")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"))
+    return ctx
+
+
+def http_body(size):
+    """The hello app's body: "Hello, world" (size 0), or `size` bytes of
+    "Hello, world!" repeated (13: exactly that)."""
+    if not size:
+        return b"Hello, world"
+    return (b"Hello, world!" * (size // 13 + 1))[:size]
+
+
+async def serve_aiohttp(port, body_size=0, ssl_context=None):
     from aiohttp import web
+    body = http_body(body_size)
 
     async def hello(request):
-        return web.Response(text="Hello, world")
+        if not body_size:        # as it always was, for comparison with older runs
+            return web.Response(text="Hello, world")
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     app = web.Application()
     app.router.add_get("/", hello)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)
+    site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096, ssl_context=ssl_context)
     await site.start()
     print("ready", site._server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
@@ -150,12 +179,16 @@ async def serve_udp(loop, port):
 
 async def serve(kind, port, work=0):
     loop = asyncio.get_running_loop()
-    if work and kind != "protocol":
-        raise ValueError("WORK is for the protocol server only")
+    if work and kind not in ("protocol", "aiohttp", "tls-aiohttp"):
+        raise ValueError("WORK is for the protocol and aiohttp servers only")
+    tls = tls_context() if kind.startswith("tls-") else None
+    kind = kind[len("tls-"):] if tls else kind
+    if tls and kind not in ("protocol", "buffered", "aiohttp"):
+        raise ValueError(f"no TLS server of kind {kind!r}")
     if kind == "sock":
         return await serve_sock(loop, port)
     if kind == "aiohttp":
-        return await serve_aiohttp(port)
+        return await serve_aiohttp(port, work, tls)
     if kind == "udp":
         return await serve_udp(loop, port)
     if kind == "streams":
@@ -164,7 +197,7 @@ async def serve(kind, port, work=0):
         proto = {"protocol": EchoProtocol, "buffered": EchoBuffered}[kind]
         if work:
             proto = echo_working(work)
-        srv = await loop.create_server(proto, "127.0.0.1", port, backlog=4096)
+        srv = await loop.create_server(proto, "127.0.0.1", port, backlog=4096, ssl=tls)
     print("ready", srv.sockets[0].getsockname()[1], flush=True)
     # Not srv.serve_forever(): create_server has started serving already,
     # and rloop 0.5's serve_forever starts it a second time, which stops its
