@@ -9,9 +9,12 @@ Parts: overhead (loop overhead, in this process), echo (TCP echo servers in
 four asyncio styles driven by a C load generator, a plain C epoll server as
 the ceiling), short (short connections: connect, one echo, close), udp
 (datagram echo), pywork (the Protocol echo doing K µs of pure-Python work
-per request), aiohttp ("hello world" under wrk), memory (per idle
-connection and after many short connections) and, in the full run or when
-asked for, callgrind (instruction counts of the loop-overhead workloads).
+per request), aiohttp ("hello world" under wrk), tls (aiohttp over HTTPS
+under wrk, TLS echo and short TLS connections under a C TLS load generator,
+each beside its plain-TCP twin; rloop has no TLS server and is left out),
+memory (per idle connection and after many short connections) and, in the
+full run or when asked for, callgrind (instruction counts of the
+loop-overhead workloads).
 
 Each round runs every loop once per configuration, the order of the loops
 rotating between rounds, so machine noise hits all alike; results are
@@ -42,6 +45,15 @@ UDP_SOCKS, UDP_INFLIGHT = 50, 1     # more in flight overflows the server's
                                     # receive buffer at 1 KiB (datagrams lost)
 SHORT_CONNS, SHORT_SIZE = 50, 1024
 WORK_US = (0, 10, 50)
+# TLS: aiohttp response bodies, echo over TLS_CONNS connections (SIZES), and
+# short connections TLS_SHORT_CONNS at a time (a handshake is CPU-bound: a
+# few in parallel keep both sides busy on 2 CPUs), each beside its plain twin.
+HTTP_BODIES = {"13B": 13, "64KiB": 64 * 1024}
+TLS_CONNS = 50
+TLS_SHORT_CONNS, TLS_SHORT_SIZE = 10, 1024
+# The peer every TLS result is also given against: aiofastnet's TLS
+# transport is the fastest asyncio TLS path known (uvloop's is the baseline).
+TLS_PEER = "aiofastnet-uvloop"
 
 
 def rotate(names, r):
@@ -66,13 +78,15 @@ def median_ratio(rows, base, key, invert=False):
     return statistics.median(ratios) if ratios else None
 
 
-def summarize(per_loop, base_name):
+def summarize(per_loop, base_name, refs=()):
     """per_loop: {loop: [round dict, or a string saying why that round has
     no result]} -> ({loop: medians + ratios}, best peer's name or None).
 
     Ratios are to base_name (ratio_rps, ratio_cpu) and to the best peer,
     the loop other than aioloop's with the highest median rate
-    (best_rps, best_cpu).  CPU ratios are "how many times less CPU than"."""
+    (best_rps, best_cpu), and to every loop named in refs that ran:
+    vs[ref] = {"rps": ..., "cpu": ...}.  CPU ratios are "how many times
+    less CPU than"."""
     out = {}
     for name, rows in per_loop.items():
         ok = [r for r in rows if isinstance(r, dict)]
@@ -98,6 +112,11 @@ def summarize(per_loop, base_name):
             if ref in per_loop and ref != name:
                 s[prefix + "_rps"] = median_ratio(per_loop[name], per_loop[ref], "rps")
                 s[prefix + "_cpu"] = median_ratio(per_loop[name], per_loop[ref], "cpu_us", invert=True)
+        for ref in refs:
+            if ref in per_loop and ref != name and "rps" in out.get(ref, {}):
+                s.setdefault("vs", {})[ref] = {
+                    "rps": median_ratio(per_loop[name], per_loop[ref], "rps"),
+                    "cpu": median_ratio(per_loop[name], per_loop[ref], "cpu_us", invert=True)}
     return out, best
 
 
@@ -113,9 +132,15 @@ def measure(fn, *args):
         return msg
 
 
-def run_matrix(configs, servers, run, base, rounds, label):
+def _x(v):
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def run_matrix(configs, servers, run, base, rounds, label, refs=()):
     """Runs run(loop, *config) for every config, `rounds` interleaved rounds
-    of every server; {key: {**meta, "loops": summary, "best_peer": name}}."""
+    of every server; {key: {**meta, "loops": summary, "best_peer": name}}.
+    refs: loops every result is also given against (see summarize), their
+    ratios printed on a second line."""
     results = {}
     for i, (key, meta, args) in enumerate(configs, 1):
         srvs = servers(meta)
@@ -123,11 +148,16 @@ def run_matrix(configs, servers, run, base, rounds, label):
         for r in range(rounds):
             for name in rotate(srvs, r):
                 per[name].append(measure(run, name, *args))
-        summary, best = summarize(per, base)
+        summary, best = summarize(per, base, refs)
         results[key] = dict(meta, loops=summary, best_peer=best)
         progress(f"  {label} [{i}/{len(configs)}] {key:<22} " + "  ".join(
             f"{nm} {sm['rps']:,.0f}/s {sm['cpu_us']:.1f}us" if "rps" in sm else f"{nm} skipped"
             for nm, sm in summary.items()))
+        if refs:
+            progress(f"      req/s and CPU ratios vs {base} / vs {' / vs '.join(refs)}: " + "  ".join(
+                f"{nm} {_x(sm.get('ratio_rps'))}/{'/'.join(_x(sm.get('vs', {}).get(r, {}).get('rps')) for r in refs)}"
+                f" cpu {_x(sm.get('ratio_cpu'))}/{'/'.join(_x(sm.get('vs', {}).get(r, {}).get('cpu')) for r in refs)}"
+                for nm, sm in summary.items() if "rps" in sm and nm != base))
     return results
 
 
@@ -206,6 +236,84 @@ def run_aiohttp(names, base, rounds, seconds):
     return res
 
 
+def tls_loops(names):
+    """The loops of the TLS part: those given, less rloop (its create_server
+    raises NotImplementedError for ssl=: it has no TLS server)."""
+    return [n for n in names if n != "rloop"]
+
+
+def _call(loop, fn, *args):
+    return fn(loop, *args)
+
+
+def tls_configs(quick, seconds, warmup, http=True):
+    """(key, meta, args for _call) of the TLS part, every TLS workload
+    followed by its plain-TCP twin (meta "plain" names it), so that the two
+    are measured minutes apart at most."""
+    out = []
+    if http:
+        for b, n in HTTP_BODIES.items():
+            out.append((f"https {b} x{TLS_CONNS}", {"kind": "tls-aiohttp", "body": n, "conns": TLS_CONNS,
+                                                    "plain": f"http {b} x{TLS_CONNS}"},
+                        (net.aiohttp_run, TLS_CONNS, seconds, n, True)))
+            out.append((f"http {b} x{TLS_CONNS}", {"kind": "aiohttp", "body": n, "conns": TLS_CONNS},
+                        (net.aiohttp_run, TLS_CONNS, seconds, n, False)))
+    for kind in ("protocol",) if quick else ("protocol", "buffered"):
+        for sz, n in SIZES.items():
+            out.append((f"tls-{kind} {sz} x{TLS_CONNS}",
+                        {"kind": f"tls-{kind}", "size": sz, "conns": TLS_CONNS,
+                         "plain": f"{kind} {sz} x{TLS_CONNS}"},
+                        (net.tls_echo, f"tls-{kind}", n, TLS_CONNS, seconds, warmup)))
+            out.append((f"{kind} {sz} x{TLS_CONNS}", {"kind": kind, "size": sz, "conns": TLS_CONNS},
+                        (net.echo, kind, n, TLS_CONNS, seconds, warmup)))
+    sz = f"{TLS_SHORT_SIZE // 1024}KiB"
+    out.append((f"tls-conn {sz} x{TLS_SHORT_CONNS}",
+                {"kind": "tls-conn", "size": sz, "conns": TLS_SHORT_CONNS,
+                 "plain": f"conn {sz} x{TLS_SHORT_CONNS}"},
+                (net.tls_conns, TLS_SHORT_CONNS, TLS_SHORT_SIZE, seconds, warmup)))
+    out.append((f"conn {sz} x{TLS_SHORT_CONNS}", {"kind": "conn", "size": sz, "conns": TLS_SHORT_CONNS},
+                (net.short_conns, TLS_SHORT_CONNS, TLS_SHORT_SIZE, seconds, warmup)))
+    return out
+
+
+def tls_cost(results):
+    """For every TLS workload, per loop: what TLS adds to its plain twin of
+    the same run (server CPU µs per request or connection, TLS minus plain)
+    and the rate it keeps (TLS req/s over plain req/s), from the medians."""
+    for key, res in results.items():
+        plain = results.get(res.get("plain"), {}).get("loops", {})
+        for nm, sm in res.get("loops", {}).items():
+            p = plain.get(nm, {})
+            if "cpu_us" in sm and "cpu_us" in p:
+                sm["plain_cpu_us"] = p["cpu_us"]
+                sm["tls_extra_cpu_us"] = sm["cpu_us"] - p["cpu_us"]
+                sm["plain_rps"] = p["rps"]
+                sm["tls_rps_share"] = sm["rps"] / p["rps"] if p["rps"] else None
+
+
+def run_tls(names, base, rounds, seconds, quick, warmup=0.5):
+    why = net.build_tls_tools()
+    if why:
+        progress(f"  tls: skipped, {why}")
+        return {"skipped": why}
+    http = net.have_wrk() and net.have_aiohttp()
+    if not http:
+        progress("  tls: the HTTPS workloads are skipped: they need wrk and aiohttp")
+    refs = (TLS_PEER,) if TLS_PEER in names and TLS_PEER != base else ()
+    results = run_matrix(tls_configs(quick, seconds, warmup, http), lambda m: list(names), _call,
+                         base, rounds, "tls", refs)
+    tls_cost(results)
+    progress(f"  TLS cost per loop (server CPU µs per request/connection, TLS - plain; "
+             "TLS req/s as a share of plain):")
+    for key, res in results.items():
+        if "plain" in res:
+            progress(f"    {key:<22} " + "  ".join(
+                f"{nm} +{sm['tls_extra_cpu_us']:.1f}us ({sm['tls_rps_share']:.2f})"
+                if sm.get("tls_rps_share") is not None else f"{nm} —"
+                for nm, sm in res["loops"].items()))
+    return results
+
+
 def run_memory(names, idle_conns, short_total):
     res = {"idle_conns": idle_conns, "short_total": short_total, "loops": {}}
     for name in names + [net.C_EPOLL]:
@@ -250,7 +358,7 @@ def versions():
     return v
 
 
-PARTS = ("overhead", "echo", "short", "udp", "pywork", "aiohttp", "memory", "callgrind")
+PARTS = ("overhead", "echo", "short", "udp", "pywork", "aiohttp", "tls", "memory", "callgrind")
 
 
 def main():
@@ -338,6 +446,20 @@ def main():
         progress("aiohttp hello world (wrk -t1 -c50)")
         data["aiohttp"] = run_aiohttp(names, base, rounds, seconds)
         done("aiohttp")
+    if "tls" in parts:
+        tnames = tls_loops(names)
+        if quick and not args.loops and "asyncio" not in tnames:
+            # asyncio's own SSLProtocol is what aioloop's TLS runs on: the
+            # reference for it, so kept even in --quick.
+            tnames.insert(0, "asyncio")
+        progress(f"TLS (aiohttp over HTTPS under wrk -t1 -c{TLS_CONNS}; TLS echo x{TLS_CONNS} and "
+                 f"short TLS connections x{TLS_SHORT_CONNS} under bench/c/tlsgen.c; each beside "
+                 f"its plain twin): {', '.join(tnames)}"
+                 + "; rloop is never in this part: it has no TLS server (its create_server(ssl=) "
+                 "raises NotImplementedError)")
+        data["tls_loops"] = tnames
+        data["tls"] = run_tls(tnames, base, rounds, seconds, quick, warmup)
+        done("tls")
     if "memory" in parts:
         idle, short = (2000, 20_000) if quick else (10_000, 1_000_000)
         idle, short = args.idle or idle, args.short or short
