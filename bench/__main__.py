@@ -94,7 +94,10 @@ def summarize(per_loop, base_name, refs=()):
             out[name] = {"skipped": next((r for r in rows if isinstance(r, str)), "no result")}
             continue
         s = {k: statistics.median(r[k] for r in ok) for k in ok[0]
-             if k not in ("errors", "lost")}
+             if k not in ("errors", "lost") and not isinstance(ok[0][k], str)}
+        # Strings (the TLS version and cipher negotiated): every one seen.
+        s.update({k: " | ".join(dict.fromkeys(r[k] for r in ok)) for k in ok[0]
+                  if isinstance(ok[0][k], str)})
         for k in ("errors", "lost"):
             if k in ok[0]:
                 s[k] = sum(r.get(k, 0) for r in ok)
@@ -308,7 +311,7 @@ def run_tls(names, base, rounds, seconds, quick, warmup=0.5):
     for key, res in results.items():
         if "plain" in res:
             progress(f"    {key:<22} " + "  ".join(
-                f"{nm} +{sm['tls_extra_cpu_us']:.1f}us ({sm['tls_rps_share']:.2f})"
+                f"{nm} {sm['tls_extra_cpu_us']:+.1f}us ({sm['tls_rps_share']:.2f})"
                 if sm.get("tls_rps_share") is not None else f"{nm} —"
                 for nm, sm in res["loops"].items()))
     return results

@@ -231,6 +231,70 @@ def _rate_tables(w, results, base, what, latency=False):
     w("")
 
 
+TLS_PEER = "aiofastnet-uvloop"
+
+
+def _tls_section(w, data, tls, base):
+    w("### TLS")
+    w("")
+    if "skipped" in tls:
+        w(f"Skipped: {tls['skipped']}.")
+        w("")
+        return
+    seen = sorted({sm["tls"] for res in tls.values() for sm in res.get("loops", {}).values()
+                   if "tls" in sm})
+    w("aiohttp's hello app over HTTPS under `wrk -t1 -c50` (keep-alive: the handshakes are "
+      "done in the warm-up), TLS echo and short TLS connections (connect, a full handshake, "
+      "no resumption, one echo, close_notify, close) under `bench/c/tlsgen.c`; every TLS "
+      "workload is followed by its plain-TCP twin of the same size, from the same run. "
+      "Server: `create_server(ssl=)` with Python's default server `SSLContext` and a self-signed "
+      "ECDSA P-256 certificate"
+      + (f"; negotiated: {', '.join(seen)}" if seen else "")
+      + ". rloop is not in this part: it has no TLS server. Kernel TLS is not exercised.")
+    w("")
+    groups = (("HTTPS (aiohttp hello)", "Requests", lambda m: m.get("kind") in ("tls-aiohttp", "aiohttp")),
+              ("TLS echo", "Requests", lambda m: m.get("kind") in ("tls-protocol", "tls-buffered",
+                                                                   "protocol", "buffered")),
+              ("New TLS connections", "Connections", lambda m: m.get("kind") in ("tls-conn", "conn")))
+    for title, what, pick in groups:
+        sub = {k: v for k, v in tls.items() if pick(v)}
+        if sub:
+            w(f"#### {title}")
+            w("")
+            _rate_tables(w, sub, base, what, latency=True)
+    keys = [k for k, v in tls.items() if "plain" in v]
+    names = _names({k: tls[k] for k in keys})
+    if TLS_PEER in names:
+        w(f"Every TLS workload, req/s (conn/s) and CPU ratios to {base} / to {TLS_PEER} "
+          "(medians of per-round ratios; CPU: higher is less):")
+        w("")
+        w("| workload | " + " | ".join(n for n in names if n != TLS_PEER) + " |")
+        w("|---|" + "---|" * (len(names) - 1))
+        for k in keys:
+            cells = []
+            for nm in names:
+                if nm == TLS_PEER:
+                    continue
+                sm = tls[k]["loops"].get(nm, {})
+                vs = sm.get("vs", {}).get(TLS_PEER, {})
+                cells.append("" if "rps" not in sm else
+                             f"{_x(sm.get('ratio_rps'))} / {_x(vs.get('rps'))}<br>"
+                             f"cpu {_x(sm.get('ratio_cpu'))} / {_x(vs.get('cpu'))}")
+            w(f"| {k} | " + " | ".join(cells) + " |")
+        w("")
+    w("What TLS costs: server CPU µs per request (connection) over TLS minus its plain twin's, "
+      "and under it the TLS rate as a share of the plain one:")
+    w("")
+    w("| workload | " + " | ".join(names) + " |")
+    w("|---|" + "---|" * len(names))
+    for k in keys:
+        w(f"| {k} vs {tls[k]['plain']} | " + " | ".join(
+            f"{sm['tls_extra_cpu_us']:+.1f} ({sm['cpu_us']:.1f} − {sm['plain_cpu_us']:.1f})"
+            f"<br>{sm['tls_rps_share'] * 100:.0f}%" if sm.get("tls_rps_share") is not None else ""
+            for sm in (tls[k]["loops"].get(nm, {}) for nm in names)) + " |")
+    w("")
+
+
 def markdown(data, img_dir, img_rel):
     v = data["versions"]
     base = data["baseline"]
@@ -319,6 +383,9 @@ def markdown(data, img_dir, img_rel):
             if "aiohttp.png" in made:
                 w(f"![aiohttp]({img_rel}/aiohttp.png)")
                 w("")
+    tls = data.get("tls")
+    if tls:
+        _tls_section(w, data, tls, base)
     ov = data.get("overhead")
     if ov:
         names = data["loops"]
