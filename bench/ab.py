@@ -8,7 +8,16 @@ directory holding another build's ``aioloop`` package: compare two builds);
 ENV=VALUE sets an environment variable for that server only (the knobs in
 docs/benchmarks.md).  KIND is an echo style of ``bench.servers`` or
 ``short`` (connect, 16 bytes echoed, close: SIZE is ignored, CONNS clients
-at once, 10,000 connections per round).  Prints, per variant, the median
+at once, 10,000 connections per round), or one of the TLS part's workloads
+(``python -m bench --only tls``): ``tls-protocol`` or ``tls-buffered``
+(TLS echo of SIZE bytes over CONNS connections), ``tls-conn`` (short TLS
+connections, CONNS at a time: a full handshake, one SIZE-byte echo, close),
+``tls-aiohttp`` or ``aiohttp`` (aiohttp's hello app over HTTPS or HTTP
+under ``wrk -t1 -cCONNS``, a SIZE-byte body; SECONDS rounded to whole
+seconds).  For example:
+
+    python -m bench.ab tls-aiohttp 13 50 4 7 new=aioloop old=aioloop,path=/other/tree
+  Prints, per variant, the median
 requests/s, the median of its per-round ratios to the first variant with
 their min-max (the figure to quote: rounds are interleaved, so a ratio
 compares runs minutes apart at most), and the server's CPU per request (all
@@ -44,7 +53,24 @@ def parse(variant):
     return label, loop, env, path or ROOT
 
 
+TLS_KINDS = ("tls-protocol", "tls-buffered", "tls-conn", "tls-aiohttp")
+
+
+def run_net(loop, env, cwd, kind, size, conns, seconds):
+    """The TLS part's workloads (and plain aiohttp), through bench.net."""
+    srv = {"env": env, "cwd": cwd}
+    if kind == "tls-conn":
+        res = net.tls_conns(loop, conns, size, seconds, 0.5, **srv)
+    elif kind in ("tls-aiohttp", "aiohttp"):
+        res = net.aiohttp_run(loop, conns, seconds, size, kind == "tls-aiohttp", **srv)
+    else:
+        res = net.tls_echo(loop, kind, size, conns, seconds, 0.5, **srv)
+    return res["rps"], res["cpu_us"], res["loop_cpu_us"], res["errors"]
+
+
 def run(loop, env, cwd, kind, size, conns, seconds):
+    if kind in TLS_KINDS or kind == "aiohttp":
+        return run_net(loop, env, cwd, kind, size, conns, seconds)
     skind = "protocol" if kind == "short" else kind
     proc = subprocess.Popen([sys.executable, "-m", "bench.servers", loop, skind, "0"],
                             stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
@@ -71,7 +97,7 @@ def run(loop, env, cwd, kind, size, conns, seconds):
         proc.wait()
     total_cpu, loop_cpu = net.cpu_split(before, after, proc.pid)
     n = max(res["requests"], 1)
-    return res["rps"], total_cpu / n * 1e6, loop_cpu / n * 1e6
+    return res["rps"], total_cpu / n * 1e6, loop_cpu / n * 1e6, res.get("errors", 0)
 
 
 def main(argv):
@@ -81,6 +107,14 @@ def main(argv):
     kind, size, conns, seconds, rounds = argv[0], int(argv[1]), int(argv[2]), float(argv[3]), int(argv[4])
     variants = [parse(v) for v in argv[5:]]
     net.build_tools()
+    if kind in TLS_KINDS:
+        why = net.build_tls_tools()
+        if why:
+            print(f"bench.ab: cannot run {kind}: {why}", file=sys.stderr)
+            return 1
+    if kind in ("tls-aiohttp", "aiohttp") and not (net.have_wrk() and net.have_aiohttp()):
+        print(f"bench.ab: {kind} needs wrk and aiohttp", file=sys.stderr)
+        return 1
     results = {v[0]: [] for v in variants}
     for r in range(rounds):
         for label, loop, env, cwd in variants[r % len(variants):] + variants[:r % len(variants)]:
@@ -94,6 +128,7 @@ def main(argv):
               f"[{min(ratios):.2f}-{max(ratios):.2f}]  "
               f"cpu {statistics.median(x[1] for x in rows):6.1f} us  "
               f"loop thread {statistics.median(x[2] for x in rows):6.1f} us  "
+              f"errors {sum(x[3] for x in rows)}  "
               f"rounds {[round(x[0]) for x in rows]}")
     return 0
 

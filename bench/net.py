@@ -129,12 +129,14 @@ class Server:
     `ready_timeout` seconds: some loops (rloop) return from create_server
     before the socket listens."""
 
-    def __init__(self, loop, kind, work=0, ready_timeout=5.0):
+    def __init__(self, loop, kind, work=0, ready_timeout=5.0, env=None, cwd=None):
         if loop == C_EPOLL:
             cmd = [os.path.join(BIN, "echo_epoll"), "0"]
         else:
             cmd = [sys.executable, "-m", "bench.servers", loop, kind, "0", str(work)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        # env, cwd: the server's own (bench.ab runs another build's aioloop
+        # so); by default this environment with bench/ on PYTHONPATH.
+        env = dict(env) if env is not None else dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (os.path.dirname(HERE), os.environ.get("PYTHONPATH")) if p))
         if kind.startswith("tls-"):
             env["BENCH_TLS_DIR"] = tls_dir()
@@ -142,7 +144,8 @@ class Server:
         # The server's stderr goes to a file, summed up when it is stopped,
         # so a peer's tracebacks are told apart from the bench's output.
         self.err = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, text=True, env=env,
+                                     cwd=cwd)
         line = self.proc.stdout.readline().split()
         if len(line) != 2 or line[0] != "ready":
             self.proc.kill()
@@ -302,21 +305,22 @@ def _tls_fields(res):
     return {"handshakes": res["handshakes"], "tls": f"{res['tls_version']} {res['cipher']}"}
 
 
-def tls_echo(loop, kind, size, conns, seconds, warmup=0.5):
+def tls_echo(loop, kind, size, conns, seconds, warmup=0.5, **server):
     """TLS echo: kind is tls-protocol or tls-buffered; `conns` connections,
-    handshaken before the run, each echoing `size` bytes at a time."""
-    with Server(loop, kind) as srv:
+    handshaken before the run, each echoing `size` bytes at a time.
+    server: Server's env and cwd, for every function here that takes it."""
+    with Server(loop, kind, **server) as srv:
         res, before, after = _run_tlsgen(srv, ["echo", conns, size, seconds, warmup])
     return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
             **_tls_fields(res)}
 
 
-def tls_conns(loop, conns, size, seconds, warmup=0.5):
+def tls_conns(loop, conns, size, seconds, warmup=0.5, **server):
     """Short TLS connections, `conns` at a time: connect, a full handshake
     (no resumption), one `size`-byte echo, close_notify, close.  rps is
     connections/s; CPU is per connection."""
-    with Server(loop, "tls-protocol") as srv:
+    with Server(loop, "tls-protocol", **server) as srv:
         res, before, after = _run_tlsgen(srv, ["conn", conns, size, seconds, warmup])
     return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
@@ -350,13 +354,13 @@ def have_aiohttp():
     return importlib.util.find_spec("aiohttp") is not None
 
 
-def aiohttp_run(loop, conns, seconds, body=0, tls=False):
+def aiohttp_run(loop, conns, seconds, body=0, tls=False, **server):
     """aiohttp's hello app under wrk; body: the response body's size in bytes
     (0: "Hello, world"); tls: over HTTPS (wrk does not verify the
     certificate; its connections are kept alive, so handshakes are done in
     the warm-up, or again after a connection error)."""
     seconds = max(1, round(seconds))      # wrk takes whole seconds
-    with Server(loop, "tls-aiohttp" if tls else "aiohttp", body) as srv:
+    with Server(loop, "tls-aiohttp" if tls else "aiohttp", body, **server) as srv:
         url = f"{'https' if tls else 'http'}://127.0.0.1:{srv.port}/"
         # Warm-up so import-time and first-request costs stay out of the window.
         subprocess.run(["wrk", "-t1", "-c", str(conns), "-d1s", url],
