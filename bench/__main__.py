@@ -294,7 +294,9 @@ def tls_cost(results):
                 sm["tls_rps_share"] = sm["rps"] / p["rps"] if p["rps"] else None
 
 
-def run_tls(names, base, rounds, seconds, quick, warmup=0.5):
+def run_tls(names, base, rounds, seconds, quick, warmup=0.5, match=None):
+    """The TLS part; match: only the workloads whose name contains it (a
+    string) or is in it (a set), each TLS one with its plain twin."""
     why = net.build_tls_tools()
     if why:
         progress(f"  tls: skipped, {why}")
@@ -303,8 +305,12 @@ def run_tls(names, base, rounds, seconds, quick, warmup=0.5):
     if not http:
         progress("  tls: the HTTPS workloads are skipped: they need wrk and aiohttp")
     refs = (TLS_PEER,) if TLS_PEER in names and TLS_PEER != base else ()
-    results = run_matrix(tls_configs(quick, seconds, warmup, http), lambda m: list(names), _call,
-                         base, rounds, "tls", refs)
+    configs = tls_configs(quick, seconds, warmup, http)
+    if match:
+        keep = {k for k, _, _ in configs if (match in k if isinstance(match, str) else k in match)}
+        keep |= {m["plain"] for k, m, _ in configs if k in keep and "plain" in m}
+        configs = [c for c in configs if c[0] in keep]
+    results = run_matrix(configs, lambda m: list(names), _call, base, rounds, "tls", refs)
     tls_cost(results)
     progress(f"  TLS cost per loop (server CPU µs per request/connection, TLS - plain; "
              "TLS req/s as a share of plain):")
@@ -374,7 +380,8 @@ def main():
                     "--quick: " + ",".join(loops_mod.QUICK) + ")")
     ap.add_argument("--idle", type=int, help="idle connections for the memory test")
     ap.add_argument("--short", type=int, help="short connections for the memory test")
-    ap.add_argument("--match", help="run only the echo workloads whose name contains this")
+    ap.add_argument("--match", help="run only the echo and tls workloads whose name contains "
+                    "this (a TLS one with its plain twin)")
     ap.add_argument("--out", default=os.path.join("bench", "out"))
     ap.add_argument("--docs", action="store_true",
                     help="write the report into docs/benchmarks.md (and every round into "
@@ -461,7 +468,7 @@ def main():
                  + "; rloop is never in this part: it has no TLS server (its create_server(ssl=) "
                  "raises NotImplementedError)")
         data["tls_loops"] = tnames
-        data["tls"] = run_tls(tnames, base, rounds, seconds, quick, warmup)
+        data["tls"] = run_tls(tnames, base, rounds, seconds, quick, warmup, args.match)
         done("tls")
     if "memory" in parts:
         idle, short = (2000, 20_000) if quick else (10_000, 1_000_000)

@@ -1,7 +1,10 @@
 """The benchmark harness itself (bench/): its summaries pick the best peer
-and skip what a loop cannot run, its report renders such results, and its C
-load generator's short-connection and UDP modes work against aioloop.
+and skip what a loop cannot run, its report renders such results, its C
+load generator's short-connection and UDP modes work against aioloop, and
+its TLS part (C TLS load generator, HTTPS under wrk) runs end to end.
 No timings are asserted: only that work was done and counted."""
+import importlib.util
+import os
 import shutil
 
 import pytest
@@ -60,3 +63,38 @@ def test_loadgen_short_udp_and_python_work_against_aioloop():
     assert udp["rps"] > 0 and udp["errors"] == 0 and "lost" in udp
     work = net.echo("aioloop", "protocol", 1024, 4, 0.3, warmup=0.1, work=200)
     assert work["rps"] > 0 and work["errors"] == 0
+
+
+def _tls_missing():
+    """Why the TLS part cannot run here, or None."""
+    if not shutil.which(os.environ.get("CC", "cc")):
+        return "the TLS load generator needs a C compiler"
+    if not shutil.which("wrk"):
+        return "the HTTPS workload needs wrk"
+    if importlib.util.find_spec("aiohttp") is None:
+        return "the HTTPS workload needs aiohttp"
+    return net.build_tls_tools()      # OpenSSL's headers, a certificate
+
+
+def test_tls_part_runs_on_a_peer_and_aioloop():
+    """One round of three of the TLS part's workloads (HTTPS, TLS echo, new
+    TLS connections), each with its plain twin, on uvloop (asyncio's
+    loop where uvloop is absent) and aioloop: every one did work, none
+    counted an error, and the TLS cost is worked out against its twin."""
+    why = _tls_missing()
+    if why:
+        pytest.skip(why)
+    net.build_tools()
+    peer = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    keys = {"https 13B x50", "tls-protocol 16KiB x50", "tls-conn 1KiB x10"}
+    res = bench_main.run_tls([peer, "aioloop"], peer, rounds=1, seconds=1.0, quick=True,
+                             warmup=0.2, match=keys)
+    assert set(res) == keys | {"http 13B x50", "protocol 16KiB x50", "conn 1KiB x10"}
+    for key, r in res.items():
+        for name in (peer, "aioloop"):
+            sm = r["loops"][name]
+            assert "skipped" not in sm, (key, name, sm)
+            assert sm["rps"] > 0 and sm["cpu_us"] > 0 and sm["errors"] == 0, (key, name, sm)
+            if key.startswith("tls-"):
+                assert sm["tls"].startswith("TLSv1.3"), sm["tls"]
+                assert sm["tls_extra_cpu_us"] == pytest.approx(sm["cpu_us"] - sm["plain_cpu_us"])
