@@ -301,8 +301,14 @@ def _run_tlsgen(srv, args):
                            f"{(first + out)!r}") from None
 
 
-def _tls_fields(res):
-    return {"handshakes": res["handshakes"], "tls": f"{res['tls_version']} {res['cipher']}"}
+def _tls_fields(res, what):
+    """The generator's TLS fields; a run where nothing came back is an
+    error (a cell skipped with the reason), not a rate of 0."""
+    if not res["requests"]:
+        raise RuntimeError(f"no {what} completed in the measured window ({res['errors']} error(s), "
+                           f"{res['stalled']} connection(s) stalled for 2 s or more)")
+    return {"handshakes": res["handshakes"], "stalled": res["stalled"],
+            "tls": f"{res['tls_version']} {res['cipher']}"}
 
 
 def tls_echo(loop, kind, size, conns, seconds, warmup=0.5, **server):
@@ -311,20 +317,22 @@ def tls_echo(loop, kind, size, conns, seconds, warmup=0.5, **server):
     server: Server's env and cwd, for every function here that takes it."""
     with Server(loop, kind, **server) as srv:
         res, before, after = _run_tlsgen(srv, ["echo", conns, size, seconds, warmup])
+    # A connection whose echo never came back is an error too.
     return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
-            **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
-            **_tls_fields(res)}
+            **_cpu_fields(before, after, srv.pid, res["requests"]),
+            "errors": res["errors"] + res["stalled"], **_tls_fields(res, "echo")}
 
 
 def tls_conns(loop, conns, size, seconds, warmup=0.5, **server):
     """Short TLS connections, `conns` at a time: connect, a full handshake
     (no resumption), one `size`-byte echo, close_notify, close.  rps is
-    connections/s; CPU is per connection."""
+    connections/s; CPU is per connection; a connection stuck for 2 s is
+    counted as an error (and in "stalled") and replaced."""
     with Server(loop, "tls-protocol", **server) as srv:
         res, before, after = _run_tlsgen(srv, ["conn", conns, size, seconds, warmup])
     return {"rps": res["rps"], "p50_us": res["p50_us"], "p99_us": res["p99_us"],
             **_cpu_fields(before, after, srv.pid, res["requests"]), "errors": res["errors"],
-            **_tls_fields(res)}
+            **_tls_fields(res, "connection")}
 
 
 def udp(loop, socks, inflight, size, seconds, warmup=0.5):

@@ -16,7 +16,17 @@
  * (after WARMUP seconds), so the caller can read the server's CPU time
  * then, and at the end one JSON line like loadgen's: requests, seconds,
  * requests/s, p50/p99/max latency (µs), errors, plus the TLS version and
- * cipher negotiated and the handshakes done.
+ * cipher negotiated, the handshakes done and "stalled": connections whose
+ * echo (or, in `conn`, whose whole exchange) had not come back after
+ * STALL_NS.  In `conn` a stalled connection is counted as an error, closed
+ * and replaced; in `echo` those still waiting at the end are counted.
+ *
+ * `echo` sends its first message on a connection only once the server's
+ * TLS 1.3 session ticket has come back on it: the server has then read the
+ * client's Finished, so the first message does not arrive with the end of
+ * the handshake (the measured window is about the record layer; `conn`
+ * sends at once, as real clients do).  A server that sends no ticket is
+ * waited for 1 s at most.
  *
  * The client verifies nothing (the bench's certificate is self-signed),
  * keeps no session cache and never offers a session to resume: every
@@ -51,6 +61,7 @@ typedef struct {
     int fd;
     SSL *ssl;
     int state;
+    int tickets;
     size_t sent, got;
     uint64_t t0;
 } conn_t;
@@ -63,6 +74,19 @@ static SSL_CTX *ctx;
 static uint64_t handshakes;
 static char version[32] = "?", cipher[64] = "?";
 static int handshake_only;    /* drive() stops once the handshake is done */
+static uint64_t stalled;
+
+#define STALL_NS 2000000000ull
+
+/* A session ticket came: counted, not kept (nothing is ever resumed). */
+static int on_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)sess;
+    conn_t *c = SSL_get_app_data(ssl);
+    if (c != NULL)
+        c->tickets++;
+    return 0;
+}
 
 static uint64_t now_ns(void)
 {
@@ -139,6 +163,7 @@ static int open_conn(int ep, conn_t *c)
     c->fd = fd;
     c->ssl = ssl;
     c->state = HANDSHAKE;
+    SSL_set_app_data(ssl, c);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
         die("epoll_ctl");
@@ -214,10 +239,11 @@ static void print_result(uint64_t requests, double seconds, uint64_t maxlat, uin
 {
     printf("{\"requests\": %llu, \"seconds\": %.3f, \"rps\": %.1f, \"p50_us\": %.1f, "
            "\"p99_us\": %.1f, \"max_us\": %.1f, \"errors\": %llu, \"handshakes\": %llu, "
-           "\"tls_version\": \"%s\", \"cipher\": \"%s\"}\n",
+           "\"stalled\": %llu, \"tls_version\": \"%s\", \"cipher\": \"%s\"}\n",
            (unsigned long long)requests, seconds, (double)requests / seconds,
            percentile(requests, 0.50), percentile(requests, 0.99), (double)maxlat / 1000.0,
-           (unsigned long long)errors, (unsigned long long)handshakes, version, cipher);
+           (unsigned long long)errors, (unsigned long long)handshakes, (unsigned long long)stalled,
+           version, cipher);
 }
 
 static void record(uint64_t t0, uint64_t done, uint64_t measure_from, uint64_t end,
@@ -242,48 +268,74 @@ static void mark_start(uint64_t t, uint64_t measure_from, int *said)
     }
 }
 
+/* Moves an echo connection on: every echo that is back is recorded and
+ * answered with the next message, until the socket would block. */
+static void echo_event(conn_t *c, uint64_t measure_from, uint64_t end, uint64_t *requests,
+                       uint64_t *maxlat, uint64_t *errors)
+{
+    int r;
+    while ((r = drive(c)) == 1) {
+        uint64_t done = now_ns();
+        record(c->t0, done, measure_from, end, requests, maxlat);
+        c->sent = c->got = 0;
+        c->t0 = done;
+    }
+    if (r < 0) {
+        (*errors)++;
+        close_conn(c, 0);
+    }
+}
+
 static int run_echo(int conns, double seconds, double warmup)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     conn_t *cs = calloc((size_t)conns, sizeof *cs);
     struct epoll_event evs[256];
-    /* Every connection handshaken first, before the clock starts. */
+    /* Every connection handshaken first, before the clock starts, and its
+     * session ticket read (see the header). */
     int pending = conns;
     handshake_only = 1;
     for (int i = 0; i < conns; i++)
         if (open_conn(ep, &cs[i]) < 0)
             die("connect");
-    uint64_t give_up = now_ns() + 10000000000ull;
-    for (int i = 0; i < conns; i++) {
-        int r = drive(&cs[i]);
-        if (r < 0) {
-            fprintf(stderr, "tlsgen echo: handshake failed: ");
-            ERR_print_errors_fp(stderr);
-            fprintf(stderr, "\n");
-            return 2;
-        }
-        if (cs[i].state == ECHO)
-            pending--;
-    }
-    while (pending > 0) {
-        if (now_ns() > give_up) {
+    uint64_t t_start = now_ns(), give_up = t_start + 10000000000ull, ticket_wait = 0;
+    for (int round = 0; pending > 0; round++) {
+        uint64_t t = now_ns();
+        if (t > give_up) {
             fprintf(stderr, "tlsgen echo: %d handshake(s) not done after 10 s\n", pending);
             return 2;
         }
-        int n = epoll_wait(ep, evs, 256, 100);
+        int n = round == 0 ? conns : epoll_wait(ep, evs, 256, 100);
+        int handshaking = 0;
         for (int i = 0; i < n; i++) {
-            conn_t *c = evs[i].data.ptr;
-            if (c->state == ECHO)
+            conn_t *c = round == 0 ? &cs[i] : evs[i].data.ptr;
+            if (c->state == ECHO && c->tickets > 0)
                 continue;
-            int r = drive(c);
+            int r = c->state == HANDSHAKE ? drive(c) : 0;
+            if (r == 0 && c->state == ECHO) {
+                /* Reads the ticket(s) that came, nothing else can. */
+                r = SSL_read(c->ssl, rbuf, RBUF_SIZE);
+                r = r > 0 ? -1 : want_more(c->ssl, r) ? 0 : -1;
+            }
             if (r < 0) {
                 fprintf(stderr, "tlsgen echo: handshake failed: ");
                 ERR_print_errors_fp(stderr);
                 fprintf(stderr, "\n");
                 return 2;
             }
-            if (c->state == ECHO)
+            if (c->state == ECHO && c->tickets > 0)
                 pending--;
+        }
+        for (int i = 0; i < conns; i++)
+            handshaking += cs[i].state == HANDSHAKE;
+        if (!handshaking && pending > 0) {
+            if (!ticket_wait)
+                ticket_wait = now_ns() + 1000000000ull;
+            else if (now_ns() > ticket_wait) {
+                fprintf(stderr, "tlsgen echo: no session ticket on %d connection(s) after 1 s: "
+                        "going on without\n", pending);
+                break;
+            }
         }
     }
     /* drive() sent nothing yet: msg_size bytes are to go on every one. */
@@ -293,12 +345,12 @@ static int run_echo(int conns, double seconds, double warmup)
     uint64_t end = measure_from + (uint64_t)(seconds * 1e9);
     uint64_t requests = 0, errors = 0, maxlat = 0;
     int said = 0;
+    /* The first message on every connection; an echo may well be back
+     * before drive() returns (it then returns 1), so the first call is
+     * handled like any other. */
     for (int i = 0; i < conns; i++) {
         cs[i].t0 = now_ns();
-        if (drive(&cs[i]) < 0) {
-            errors++;
-            close_conn(&cs[i], 0);
-        }
+        echo_event(&cs[i], measure_from, end, &requests, &maxlat, &errors);
     }
     for (;;) {
         uint64_t t = now_ns();
@@ -308,22 +360,15 @@ static int run_echo(int conns, double seconds, double warmup)
         int n = epoll_wait(ep, evs, 256, 10);
         for (int i = 0; i < n; i++) {
             conn_t *c = evs[i].data.ptr;
-            if (c->fd < 0)
-                continue;
-            int r;
-            while ((r = drive(c)) == 1) {
-                uint64_t done = now_ns();
-                record(c->t0, done, measure_from, end, &requests, &maxlat);
-                c->sent = c->got = 0;
-                c->t0 = done;
-            }
-            if (r < 0) {
-                errors++;
-                close_conn(c, 0);
-            }
+            if (c->fd >= 0)
+                echo_event(c, measure_from, end, &requests, &maxlat, &errors);
         }
     }
     mark_start(end, measure_from, &said);
+    uint64_t t_end = now_ns();
+    for (int i = 0; i < conns; i++)
+        if (cs[i].fd >= 0 && t_end - cs[i].t0 > STALL_NS)
+            stalled++;
     print_result(requests, seconds, maxlat, errors);
     return 0;
 }
@@ -338,6 +383,7 @@ static int run_conn(int parallel, double seconds, double warmup)
     uint64_t measure_from = start + (uint64_t)(warmup * 1e9);
     uint64_t end = measure_from + (uint64_t)(seconds * 1e9);
     uint64_t requests = 0, errors = 0, maxlat = 0;
+    uint64_t last_scan = start;
     int dead = 0, said = 0;
     for (int i = 0; i < parallel; i++) {
         uint64_t t0 = now_ns();
@@ -363,6 +409,23 @@ static int run_conn(int parallel, double seconds, double warmup)
                 dead--;
             } else {
                 cs[i].fd = -1;
+            }
+        }
+        /* A connection stuck for STALL_NS is an error: replaced. */
+        if (t - last_scan > STALL_NS / 20) {
+            last_scan = t;
+            for (int i = 0; i < parallel; i++) {
+                conn_t *c = &cs[i];
+                if (c->fd < 0 || t - c->t0 < STALL_NS)
+                    continue;
+                stalled++;
+                errors++;
+                close_conn(c, 0);
+                if (open_conn(ep, c) < 0) {
+                    c->fd = -1;
+                    dead++;
+                }
+                c->t0 = now_ns();
             }
         }
         int n = epoll_wait(ep, evs, 256, dead ? 1 : 10);
@@ -415,7 +478,9 @@ int main(int argc, char **argv)
     if (ctx == NULL)
         die("SSL_CTX_new");
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* Tickets are seen (on_ticket), never stored nor offered back. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_ticket);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     msg = malloc(msg_size);
     rbuf = malloc(RBUF_SIZE);
