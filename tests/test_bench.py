@@ -54,6 +54,42 @@ def test_report_renders_machine_peers_and_skipped_cells(tmp_path):
     assert "rloop: refused" in md
 
 
+def test_tls_summary_cost_and_report(tmp_path):
+    """The TLS part's extras: ratios to aiofastnet-uvloop, what TLS adds to
+    the plain twin, and the report's TLS section."""
+    def tls_row(rps, cpu):
+        return dict(_row(rps, cpu), handshakes=50, stalled=0, tls="TLSv1.3 TLS_AES_256_GCM_SHA384")
+    tls_per = {"uvloop": [tls_row(100, 10)], "aiofastnet-uvloop": [tls_row(200, 5)],
+               "aioloop-uring": [tls_row(150, 8)]}
+    plain_per = {"uvloop": [_row(300, 4)], "aiofastnet-uvloop": [_row(300, 4)],
+                 "aioloop-uring": [_row(300, 5)]}
+    results = {}
+    for key, per, meta in (("tls-protocol 1KiB x50", tls_per, {"kind": "tls-protocol",
+                                                              "plain": "protocol 1KiB x50"}),
+                           ("protocol 1KiB x50", plain_per, {"kind": "protocol"})):
+        loops, best = bench_main.summarize(per, "uvloop", (bench_main.TLS_PEER,))
+        results[key] = dict(meta, loops=loops, best_peer=best)
+    bench_main.tls_cost(results)
+    aio = results["tls-protocol 1KiB x50"]["loops"]["aioloop-uring"]
+    assert aio["vs"]["aiofastnet-uvloop"]["rps"] == pytest.approx(0.75)
+    assert aio["vs"]["aiofastnet-uvloop"]["cpu"] == pytest.approx(5 / 8)
+    assert aio["tls_extra_cpu_us"] == pytest.approx(3.0)
+    assert aio["tls_rps_share"] == pytest.approx(0.5)
+    assert aio["tls"] == "TLSv1.3 TLS_AES_256_GCM_SHA384"
+    data = {"date": "2000-01-01", "quick": True, "rounds": 1, "seconds": 1.0,
+            "baseline": "uvloop", "loops": list(tls_per),
+            "versions": {"python": "3.x", "kernel": "k", "cpus": 2, "aioloop": "0"},
+            "tls": results}
+    md = report.markdown(data, img_dir=str(tmp_path), img_rel="img")
+    assert "### TLS" in md and "rloop is not in this part" in md
+    assert ("| tls-protocol 1KiB x50 | — / 0.50x<br>cpu — / 0.50x | 1.50x / 0.75x<br>cpu 1.25x / 0.62x |"
+            in md)
+    assert "| tls-protocol 1KiB x50 vs protocol 1KiB x50 | +6.0 (10.0 − 4.0)<br>33% |" in md
+    skipped = report.markdown(dict(data, tls={"skipped": "no OpenSSL headers"}),
+                              img_dir=str(tmp_path), img_rel="img")
+    assert "Skipped: no OpenSSL headers." in skipped
+
+
 @pytest.mark.skipif(not shutil.which("cc"), reason="the load generator needs a C compiler")
 def test_loadgen_short_udp_and_python_work_against_aioloop():
     net.build_tools()
