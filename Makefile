@@ -1,7 +1,7 @@
 # Developer targets.  The README's two quick-start commands need none of this.
 PYTHON ?= python3
 
-.PHONY: build wheel sdist test engine-test sanitize sanitize-python fault stress stress-asan conformance bench bench-quick bench-callgrind clean
+.PHONY: build wheel sdist test engine-test sanitize sanitize-python fault stress stress-asan conformance bench bench-quick bench-tls bench-callgrind clean
 
 build:                 ## build the extension in place
 	$(PYTHON) setup.py -q build_ext --inplace
@@ -51,8 +51,11 @@ conformance: build     ## CPython's asyncio test mixins against aioloop
 bench: build           ## the full benchmark run (about 45 minutes on 2 CPUs), written into docs/benchmarks.md
 	$(PYTHON) -m bench --docs
 
-bench-quick: build     ## about three minutes
+bench-quick: build     ## about five minutes
 	$(PYTHON) -m bench --quick
+
+bench-tls: build       ## the TLS part only (HTTPS, TLS echo, new TLS connections, each beside its plain twin)
+	$(PYTHON) -m bench --only tls
 
 bench-callgrind: build ## instructions per operation of the loop-overhead workloads (valgrind)
 	$(PYTHON) -m bench --only callgrind

@@ -372,7 +372,7 @@ PARTS = ("overhead", "echo", "short", "udp", "pywork", "aiohttp", "tls", "memory
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a run of about three minutes")
+    ap.add_argument("--quick", action="store_true", help="a run of about five minutes")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per workload")
     ap.add_argument("--seconds", type=float, help="seconds per network run")
     ap.add_argument("--only", help="comma-separated: " + ",".join(PARTS))
