@@ -459,8 +459,8 @@ def main():
     if "tls" in parts:
         tnames = tls_loops(names)
         if quick and not args.loops and "asyncio" not in tnames:
-            # asyncio's own SSLProtocol is what aioloop's TLS runs on: the
-            # reference for it, so kept even in --quick.
+            # asyncio's SSLProtocol: aioloop's TLS keeps its state machine
+            # (its byte path is aioloop's C): the reference, kept in --quick.
             tnames.insert(0, "asyncio")
         progress(f"TLS (aiohttp over HTTPS under wrk -t1 -c{TLS_CONNS}; TLS echo x{TLS_CONNS} and "
                  f"short TLS connections x{TLS_SHORT_CONNS} under bench/c/tlsgen.c; each beside "
