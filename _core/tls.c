@@ -3,7 +3,7 @@
  * Ownership: a TLSPump owns strong references to the connection's
  * _ssl._SSLSocket and its two _ssl.MemoryBIO objects (so the SSL* and BIO*
  * it caches live as long as it does) and a buffer export of the protocol's
- * read buffer (its scratch for direct reads).  The protocol owns the pump
+ * scratch buffer for direct reads (made on first use).  The protocol owns the pump
  * (`_aioloop_pump`); the pump never refers back to it, so no cycle forms.
  * Everything here runs on the loop thread with the GIL held. */
 #include "tls.h"
@@ -112,12 +112,15 @@ static aio_tls_state *tls_state(aio_state *st)
 
 /* ---- TLSPump ---------------------------------------------------------------- */
 
+/* A direct read's most, as the transport's (asyncio's 256 KiB). */
+#define TLS_SCRATCH (256 * 1024)
+
 typedef struct {
     PyObject_HEAD
     PyObject *sslsock;
     PyObject *inbio;
     PyObject *outbio;
-    Py_buffer scratch;          /* .obj NULL when none */
+    char *scratch;              /* direct reads land here: made on first use */
     SSL *ssl;
     BIO *rbio;
     BIO *wbio;
@@ -131,10 +134,10 @@ static int type_named(PyObject *o, const char *name, size_t min_size)
 
 static PyObject *pump_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *sslobject, *inbio, *outbio, *scratch = Py_None;
-    static char *kwlist[] = {"sslobject", "incoming", "outgoing", "scratch", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:TLSPump", kwlist,
-                                     &sslobject, &inbio, &outbio, &scratch))
+    PyObject *sslobject, *inbio, *outbio;
+    static char *kwlist[] = {"sslobject", "incoming", "outgoing", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:TLSPump", kwlist,
+                                     &sslobject, &inbio, &outbio))
         return NULL;
     if (!ossl.ready) {
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL's functions are not available");
@@ -170,11 +173,6 @@ static PyObject *pump_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->ssl = ssl;
     p->rbio = rbio;
     p->wbio = wbio;
-    if (scratch != Py_None && PyObject_GetBuffer(scratch, &p->scratch, PyBUF_WRITABLE) < 0) {
-        p->scratch.obj = NULL;
-        Py_DECREF(p);
-        return NULL;
-    }
     return (PyObject *)p;
 }
 
@@ -184,14 +182,13 @@ static int pump_traverse(PumpObject *p, visitproc visit, void *arg)
     Py_VISIT(p->sslsock);
     Py_VISIT(p->inbio);
     Py_VISIT(p->outbio);
-    Py_VISIT(p->scratch.obj);
     return 0;
 }
 
 static int pump_clear(PumpObject *p)
 {
-    if (p->scratch.obj != NULL)
-        PyBuffer_Release(&p->scratch);
+    PyMem_RawFree(p->scratch);
+    p->scratch = NULL;
     p->ssl = NULL;
     p->rbio = p->wbio = NULL;
     Py_CLEAR(p->sslsock);
@@ -210,7 +207,7 @@ static void pump_dealloc(PumpObject *p)
 }
 
 static PyType_Slot pump_slots[] = {
-    {Py_tp_doc, "TLSPump(sslobject, incoming, outgoing, scratch=None): the C byte path of "
+    {Py_tp_doc, "TLSPump(sslobject, incoming, outgoing): the C byte path of "
                 "one TLS connection (aioloop internal)."},
     {Py_tp_new, pump_new},
     {Py_tp_traverse, pump_traverse},
@@ -370,9 +367,14 @@ no:
 
 char *aio_tls_scratch(PyObject *pump, size_t *len)
 {
+    /* Not zeroed, and allocated only for a connection that reads directly
+     * (io_uring's reads of 32 KiB or more): asyncio's SSLProtocol zeroes a
+     * 256 KiB bytearray for every connection, handshake or not. */
     PumpObject *p = (PumpObject *)pump;
-    *len = p->scratch.obj != NULL ? (size_t)p->scratch.len : 0;
-    return p->scratch.obj != NULL ? p->scratch.buf : NULL;
+    if (p->scratch == NULL)
+        p->scratch = PyMem_RawMalloc(TLS_SCRATCH);
+    *len = p->scratch != NULL ? TLS_SCRATCH : 0;
+    return p->scratch;
 }
 
 /* SSL_read() every whole record there is into one bytes object.  *status:

@@ -41,7 +41,8 @@ int aio_tls_is_protocol(aio_state *st, PyObject *protocol);
  * get_buffer()/buffer_updated() path. */
 PyObject *aio_tls_fast_pump(TransportObject *t);
 
-/* The pump's scratch buffer for a direct recv(). */
+/* The pump's scratch buffer for a direct recv() (NULL when it cannot be
+ * made: the caller takes the generic path). */
 char *aio_tls_scratch(PyObject *pump, size_t *len);
 
 /* Ciphertext read from the socket into the TLS layer, as a completed

@@ -27,6 +27,12 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
 
 class SSLProtocol(sslproto.SSLProtocol):
     _aioloop_pump = None
+    # asyncio's is 256 KiB: the read buffer every connection allocates and
+    # zeroes in __init__, used here only until the handshake is done (and
+    # on asyncio's slow paths, which read in chunks of this size in a loop).
+    # The C path reads whole records, directly from the socket into a
+    # buffer of its own made on first use.
+    max_size = 16 * 1024
 
     def _get_app_transport(self, *args, **kwargs):
         # asyncio's, making the C-accelerated application transport.
@@ -44,7 +50,7 @@ class SSLProtocol(sslproto.SSLProtocol):
                 return
             try:
                 self._aioloop_pump = _core.TLSPump(self._sslobj, self._incoming,
-                                                   self._outgoing, self._ssl_buffer)
+                                                   self._outgoing)
             except (TypeError, RuntimeError, AttributeError):
                 # Not the SSLObject layout the C layer knows: this
                 # connection keeps asyncio's Python byte path.
@@ -62,7 +68,7 @@ class SSLProtocol(sslproto.SSLProtocol):
 _INSTANCE_ATTRS = (
     "_state", "_app_reading_paused", "_app_protocol_is_buffer", "_app_protocol",
     "_write_backlog", "_ssl_writing_paused", "_app_writing_paused", "_ssl_reading_paused",
-    "_incoming_high_water", "_transport", "_sslobj", "_incoming", "_outgoing", "_ssl_buffer")
+    "_incoming_high_water", "_transport", "_sslobj", "_incoming", "_outgoing")
 _attrs_ok = None
 
 
