@@ -2,9 +2,9 @@
  *
  * Ownership: a TLSPump owns strong references to the connection's
  * _ssl._SSLSocket and its two _ssl.MemoryBIO objects (so the SSL* and BIO*
- * it caches live as long as it does) and a buffer export of the protocol's
- * scratch buffer for direct reads (made on first use).  The protocol owns the pump
- * (`_aioloop_pump`); the pump never refers back to it, so no cycle forms.
+ * it caches live as long as it does) and its scratch buffer for direct
+ * reads (made on first use).  The protocol owns the pump (`_aioloop_pump`);
+ * the pump never refers back to it, so no cycle forms.
  * Everything here runs on the loop thread with the GIL held. */
 #include "tls.h"
 #include "engine/aio_fault.h"
