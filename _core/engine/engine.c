@@ -72,8 +72,27 @@ const char *aio_backend_resolve(const char *name)
     return NULL;
 }
 
+/* fork() detection without a getpid() syscall per stream open and close:
+ * a child handler bumps a process-wide generation (pthread_atfork, set up
+ * once).  Where the handler could not be registered, getpid() decides. */
+static _Atomic unsigned fork_gen;
+static int atfork_ok;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void)
+{
+    atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+}
+
+static void atfork_register(void)
+{
+    atfork_ok = pthread_atfork(NULL, NULL, on_fork_child) == 0;
+}
+
 int aio__engine_forked(const aio_engine *e)
 {
+    if (atfork_ok)
+        return atomic_load_explicit(&fork_gen, memory_order_relaxed) != e->fork_gen;
     return getpid() != e->pid;
 }
 
@@ -105,7 +124,9 @@ static int engine_create(aio_engine **out, const aio_backend *be, const aio_engi
     if (e == NULL)
         return -ENOMEM;
     e->backend = be;
+    pthread_once(&atfork_once, atfork_register);
     e->pid = getpid();
+    e->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
     e->cq_wake.fd = -1;
     e->watch_fd = cfg->watch_fd;
     e->bufsize = cfg->bufsize;

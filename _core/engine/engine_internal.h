@@ -269,6 +269,7 @@ struct aio_engine {
                                 epoll and eventfd registrations are shared
                                 with the parent, so the child never touches
                                 them (aio__engine_forked) */
+    unsigned fork_gen;       /* the fork generation then (engine.c) */
     aio_stream *streams;     /* open streams, newest first */
     aio_stream *close_later; /* CLOSEs deferred, submitted at the next flush */
     int64_t nstreams;
