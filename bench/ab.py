@@ -23,7 +23,7 @@ their min-max (the figure to quote: rounds are interleaved, so a ratio
 compares runs minutes apart at most), and the server's CPU per request (all
 threads, and the loop thread's share).  Use at least 7 rounds on a shared
 machine.  Used to decide the
-byte path's changes in issue 12; numbers are for this machine only.
+byte path's changes; numbers are for this machine only.
 """
 import json
 import os

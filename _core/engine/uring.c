@@ -95,7 +95,7 @@ struct aio_uring {
      * wait on a stack, and the ring holds only `target` of them, refilled
      * from the top.  The kernel takes ring entries in order, so a ring of
      * all nbufs buffers would hand every recv the buffer used longest ago:
-     * memory out of the caches (issue 12).  target adapts to the working
+     * memory out of the caches.  target adapts to the working
      * set: it doubles when the ring ran dry while buffers waited on the
      * stack (an ENOBUFS that a larger ring would have avoided) and decays
      * by a quarter after RING_DECAY_READS reads without one.
@@ -346,7 +346,7 @@ static void deliver_read(aio_engine *e, aio_stream *s, aio_req *r, int res)
  * free: an ENOBUFS says only that the ring was empty when the recv was
  * issued, not that the socket had data, and handing the buffer to one
  * starved stream that turns out to have none would leave it idle in the
- * ring while others wait with data (issue 10). */
+ * ring while others wait with data. */
 static void buf_return(struct aio_uring *u, unsigned bid)
 {
     aio_engine *e = u->engine;
