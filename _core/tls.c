@@ -11,12 +11,21 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- OpenSSL, as loaded by Python's _ssl module ------------------------- */
 
 typedef struct ssl_st SSL;
 typedef struct bio_st BIO;
+typedef struct bio_method_st BIO_METHOD;
+
+/* OpenSSL's constants (stable ABI values). */
+#define X_BIO_TYPE_SOURCE_SINK 0x0400
+#define X_BIO_FLAGS_RWS 0x07
+#define X_BIO_FLAGS_SHOULD_RETRY 0x08
+#define X_BIO_CTRL_PENDING 10
+#define X_BIO_CTRL_WPENDING 13
 
 enum {
     X_SSL_ERROR_NONE = 0,
@@ -35,6 +44,26 @@ static struct {
     int (*BIO_read)(BIO *, void *, int);
     size_t (*BIO_ctrl_pending)(BIO *);
     int ready;
+    /* For the connection's own BIOs (passbio below); optional. */
+    BIO_METHOD *(*BIO_meth_new)(int, const char *);
+    int (*BIO_meth_set_write)(BIO_METHOD *, int (*)(BIO *, const char *, int));
+    int (*BIO_meth_set_read)(BIO_METHOD *, int (*)(BIO *, char *, int));
+    int (*BIO_meth_set_ctrl)(BIO_METHOD *, long (*)(BIO *, int, long, void *));
+    int (*BIO_meth_set_destroy)(BIO_METHOD *, int (*)(BIO *));
+    int (*BIO_get_new_index)(void);
+    BIO *(*BIO_new)(const BIO_METHOD *);
+    int (*BIO_free)(BIO *);
+    int (*BIO_up_ref)(BIO *);
+    void (*BIO_set_data)(BIO *, void *);
+    void *(*BIO_get_data)(BIO *);
+    void (*BIO_set_init)(BIO *, int);
+    void (*BIO_set_flags)(BIO *, int);
+    void (*BIO_clear_flags)(BIO *, int);
+    int (*BIO_test_flags)(const BIO *, int);
+    long (*BIO_ctrl)(BIO *, int, long, void *);
+    void (*SSL_set0_rbio)(SSL *, BIO *);
+    void (*SSL_set0_wbio)(SSL *, BIO *);
+    BIO_METHOD *passbio_method;     /* made once; never freed (SSL objects may outlive modules) */
 } ossl;
 
 /* The prefixes of CPython's PySSLSocket and PySSLMemoryBIO (Modules/_ssl.c),
@@ -73,6 +102,8 @@ static int resolve(void *h)
     return 1;
 }
 
+static int resolve_passbio(void *h);
+
 /* ---- attribute names ------------------------------------------------------ */
 
 enum {
@@ -110,6 +141,161 @@ static aio_tls_state *tls_state(aio_state *st)
     return st->tls;
 }
 
+/* ---- the connection's own BIOs ------------------------------------------------
+ *
+ * Once established, a connection's SSL reads and writes through two BIOs of
+ * ours, each in front of the MemoryBIO it replaces:
+ *   read:  ciphertext the transport just read is served straight from the
+ *          transport's buffer (`direct`) -- no BIO_write() copy into the
+ *          MemoryBIO, no zeroing of its growth -- after whatever the
+ *          MemoryBIO still holds; what is left of a partial record is moved
+ *          into the MemoryBIO before any Python code runs.
+ *   write: while the C write path encrypts, records go straight into the
+ *          bytes object handed to the TCP transport (`capture`); otherwise
+ *          into the MemoryBIO.
+ * Everything else -- and every call that asyncio's Python code makes
+ * through the SSLObject and the MemoryBIOs -- passes through to the
+ * MemoryBIOs unchanged, so their contents and `pending` stay what asyncio
+ * expects.  Ownership: the SSL owns our BIOs (SSL_set0_rbio/wbio); each of
+ * ours owns a reference to its MemoryBIO's BIO and its passbio state, freed
+ * with it. */
+
+typedef struct passbio {
+    BIO *inner;            /* the MemoryBIO's BIO */
+    const char *direct;    /* read side: served after inner's bytes */
+    size_t direct_len;
+    PyObject *capture;     /* write side: bytes being filled, or NULL */
+    size_t captured;
+    int failed;            /* capture could not grow: MemoryError set */
+} passbio;
+
+static void copy_retry(BIO *b, BIO *inner)
+{
+    ossl.BIO_set_flags(b, ossl.BIO_test_flags(inner, X_BIO_FLAGS_RWS | X_BIO_FLAGS_SHOULD_RETRY));
+}
+
+static int pb_read(BIO *b, char *out, int len)
+{
+    passbio *d = ossl.BIO_get_data(b);
+    ossl.BIO_clear_flags(b, X_BIO_FLAGS_RWS | X_BIO_FLAGS_SHOULD_RETRY);
+    if (d == NULL || len <= 0)
+        return 0;
+    if (d->direct_len == 0 || ossl.BIO_ctrl_pending(d->inner) > 0) {
+        int n = ossl.BIO_read(d->inner, out, len);
+        if (n <= 0)
+            copy_retry(b, d->inner);
+        return n;
+    }
+    size_t k = d->direct_len < (size_t)len ? d->direct_len : (size_t)len;
+    memcpy(out, d->direct, k);
+    d->direct += k;
+    d->direct_len -= k;
+    return (int)k;
+}
+
+static int pb_write(BIO *b, const char *in, int len)
+{
+    passbio *d = ossl.BIO_get_data(b);
+    ossl.BIO_clear_flags(b, X_BIO_FLAGS_RWS | X_BIO_FLAGS_SHOULD_RETRY);
+    if (d == NULL || len < 0 || d->failed)
+        return -1;
+    if (d->capture == NULL) {
+        int n = ossl.BIO_write(d->inner, in, len);
+        if (n <= 0)
+            copy_retry(b, d->inner);
+        return n;
+    }
+    size_t need = d->captured + (size_t)len;
+    if (need > (size_t)PyBytes_GET_SIZE(d->capture)) {
+        if (_PyBytes_Resize(&d->capture, (Py_ssize_t)(need + need / 2)) < 0) {
+            d->capture = NULL;   /* _PyBytes_Resize freed it; MemoryError is set */
+            d->failed = 1;
+            return -1;
+        }
+    }
+    memcpy(PyBytes_AS_STRING(d->capture) + d->captured, in, (size_t)len);
+    d->captured = need;
+    return len;
+}
+
+static long pb_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    passbio *d = ossl.BIO_get_data(b);
+    if (d == NULL)
+        return 0;
+    long r = ossl.BIO_ctrl(d->inner, cmd, num, ptr);
+    if (cmd == X_BIO_CTRL_PENDING)
+        r += (long)d->direct_len;
+    else if (cmd == X_BIO_CTRL_WPENDING && d->capture != NULL)
+        r += (long)d->captured;
+    return r;
+}
+
+static int pb_destroy(BIO *b)
+{
+    passbio *d = ossl.BIO_get_data(b);
+    if (d != NULL) {
+        ossl.BIO_free(d->inner);
+        PyMem_RawFree(d);
+        ossl.BIO_set_data(b, NULL);
+    }
+    return 1;
+}
+
+static int resolve_passbio(void *h)
+{
+#define SYM(name)                                                  \
+    do {                                                           \
+        *(void **)&ossl.name = dlsym(h, #name);                    \
+        if (ossl.name == NULL)                                     \
+            return 0;                                              \
+    } while (0)
+    SYM(BIO_meth_new);
+    SYM(BIO_meth_set_write);
+    SYM(BIO_meth_set_read);
+    SYM(BIO_meth_set_ctrl);
+    SYM(BIO_meth_set_destroy);
+    SYM(BIO_get_new_index);
+    SYM(BIO_new);
+    SYM(BIO_free);
+    SYM(BIO_up_ref);
+    SYM(BIO_set_data);
+    SYM(BIO_get_data);
+    SYM(BIO_set_init);
+    SYM(BIO_set_flags);
+    SYM(BIO_clear_flags);
+    SYM(BIO_test_flags);
+    SYM(BIO_ctrl);
+    SYM(SSL_set0_rbio);
+    SYM(SSL_set0_wbio);
+#undef SYM
+    int idx = ossl.BIO_get_new_index();
+    BIO_METHOD *m = idx > 0 ? ossl.BIO_meth_new(idx | X_BIO_TYPE_SOURCE_SINK, "aioloop passbio")
+                            : NULL;
+    if (m == NULL || !ossl.BIO_meth_set_write(m, pb_write) || !ossl.BIO_meth_set_read(m, pb_read) ||
+        !ossl.BIO_meth_set_ctrl(m, pb_ctrl) || !ossl.BIO_meth_set_destroy(m, pb_destroy))
+        return 0;   /* (a method half set up is kept: never used) */
+    ossl.passbio_method = m;
+    return 1;
+}
+
+/* One of our BIOs in front of inner, or NULL (nothing changed). */
+static BIO *passbio_new(BIO *inner, passbio **out)
+{
+    passbio *d = PyMem_RawCalloc(1, sizeof *d);
+    BIO *b = d ? ossl.BIO_new(ossl.passbio_method) : NULL;
+    if (b == NULL) {
+        PyMem_RawFree(d);
+        return NULL;
+    }
+    ossl.BIO_up_ref(inner);
+    d->inner = inner;
+    ossl.BIO_set_data(b, d);
+    ossl.BIO_set_init(b, 1);
+    *out = d;
+    return b;
+}
+
 /* ---- TLSPump ---------------------------------------------------------------- */
 
 /* A direct read's most, as the transport's (asyncio's 256 KiB). */
@@ -122,8 +308,9 @@ typedef struct {
     PyObject *outbio;
     char *scratch;              /* direct reads land here: made on first use */
     SSL *ssl;
-    BIO *rbio;
+    BIO *rbio;                  /* the MemoryBIOs' BIOs */
     BIO *wbio;
+    passbio *rd, *wd;           /* our BIOs' state (owned by the SSL), or NULL */
 } PumpObject;
 
 static int type_named(PyObject *o, const char *name, size_t min_size)
@@ -173,6 +360,21 @@ static PyObject *pump_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->ssl = ssl;
     p->rbio = rbio;
     p->wbio = wbio;
+    if (ossl.passbio_method != NULL) {
+        passbio *rd, *wd;
+        BIO *r = passbio_new(rbio, &rd);
+        BIO *w = r ? passbio_new(wbio, &wd) : NULL;
+        if (w != NULL) {
+            /* Each drops the SSL's reference to a MemoryBIO's BIO; the
+             * MemoryBIO and our BIO hold theirs. */
+            ossl.SSL_set0_rbio(ssl, r);
+            ossl.SSL_set0_wbio(ssl, w);
+            p->rd = rd;
+            p->wd = wd;
+        } else if (r != NULL) {
+            ossl.BIO_free(r);   /* copies through the MemoryBIOs, then */
+        }
+    }
     return (PyObject *)p;
 }
 
@@ -191,6 +393,7 @@ static int pump_clear(PumpObject *p)
     p->scratch = NULL;
     p->ssl = NULL;
     p->rbio = p->wbio = NULL;
+    p->rd = p->wd = NULL;
     Py_CLEAR(p->sslsock);
     Py_CLEAR(p->inbio);
     Py_CLEAR(p->outbio);
@@ -307,6 +510,17 @@ static PyObject *take_outgoing(PumpObject *p)
 /* asyncio's _process_outgoing() when the application's writing is not
  * paused: the ciphertext to the TCP transport.  0, or -1 with an exception
  * (from the transport's write). */
+static int transport_write(aio_tls_state *ts, PyObject *proto, PyObject *b)
+{
+    PyObject *tr = PyObject_GetAttr(proto, ts->name[N_TRANSPORT]);
+    PyObject *r = tr ? PyObject_CallMethodOneArg(tr, ts->name[N_WRITE], b) : NULL;
+    Py_XDECREF(tr);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
 static int flush_outgoing(aio_tls_state *ts, PyObject *proto, PumpObject *p)
 {
     PyObject *b = take_outgoing(p);
@@ -314,14 +528,56 @@ static int flush_outgoing(aio_tls_state *ts, PyObject *proto, PumpObject *p)
         return -1;
     if (b == Py_None)
         return 0;
-    PyObject *tr = PyObject_GetAttr(proto, ts->name[N_TRANSPORT]);
-    PyObject *r = tr ? PyObject_CallMethodOneArg(tr, ts->name[N_WRITE], b) : NULL;
-    Py_XDECREF(tr);
+    int rc = transport_write(ts, proto, b);
     Py_DECREF(b);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return rc;
+}
+
+/* The C write path's output: records encrypted after out_begin() go
+ * straight into one bytes object (our write BIO's capture) when the
+ * MemoryBIO holds nothing older; out_send() hands it, then anything in
+ * the MemoryBIO, to the TCP transport. */
+static void out_begin(PumpObject *p, size_t plain)
+{
+    passbio *d = p->wd;
+    if (d == NULL || d->capture != NULL || ossl.BIO_ctrl_pending(p->wbio) > 0)
+        return;
+    size_t est = plain + (plain / 16384 + 1) * 64 + 64;   /* records' overhead */
+    d->capture = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)est);
+    if (d->capture == NULL)
+        PyErr_Clear();   /* then through the MemoryBIO */
+    d->captured = 0;
+    d->failed = 0;
+}
+
+static int out_send(aio_tls_state *ts, PyObject *proto, PumpObject *p)
+{
+    passbio *d = p->wd;
+    if (d != NULL && (d->capture != NULL || d->failed)) {
+        PyObject *b = d->capture;
+        size_t n = d->captured;
+        int failed = d->failed;
+        d->capture = NULL;
+        d->captured = 0;
+        d->failed = 0;
+        if (failed) {
+            Py_XDECREF(b);
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            return -1;
+        }
+        if (n == 0) {
+            Py_DECREF(b);
+        } else {
+            if (n < (size_t)PyBytes_GET_SIZE(b) && _PyBytes_Resize(&b, (Py_ssize_t)n) < 0)
+                return -1;
+            int rc = transport_write(ts, proto, b);
+            Py_DECREF(b);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    return flush_outgoing(ts, proto, p);
 }
 
 /* ---- read --------------------------------------------------------------- */
@@ -381,22 +637,59 @@ char *aio_tls_scratch(PyObject *pump, size_t *len)
  * 0 more is needed, 1 close_notify came, 2 an SSL error (left in OpenSSL's
  * queue for asyncio's code to raise).  Returns the plaintext (maybe empty),
  * or NULL with an exception. */
+/* Ciphertext waiting for SSL_read(): the MemoryBIO's and the direct bytes. */
+static size_t in_pending(PumpObject *p)
+{
+    return ossl.BIO_ctrl_pending(p->rbio) + (p->rd != NULL ? p->rd->direct_len : 0);
+}
+
+/* The direct bytes SSL_read() left (a partial record) go into the
+ * MemoryBIO, before any Python code can run.  0, or -1 with MemoryError. */
+static int direct_done(PumpObject *p)
+{
+    passbio *d = p->rd;
+    if (d == NULL)
+        return 0;
+    int rc = 0;
+    while (d->direct_len > 0) {
+        int chunk = d->direct_len > INT_MAX ? INT_MAX : (int)d->direct_len;
+        if (ossl.BIO_write(d->inner, d->direct, chunk) != chunk) {
+            PyErr_NoMemory();
+            rc = -1;
+            break;
+        }
+        d->direct += chunk;
+        d->direct_len -= (size_t)chunk;
+    }
+    d->direct = NULL;
+    d->direct_len = 0;
+    return rc;
+}
+
 static PyObject *read_records(PumpObject *p, int *status)
 {
-    size_t cap = ossl.BIO_ctrl_pending(p->rbio) + (size_t)ossl.SSL_pending(p->ssl);
+    size_t cap = in_pending(p) + (size_t)ossl.SSL_pending(p->ssl);
     if (cap < 1024)
         cap = 1024;
     PyObject *out = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site */
                         ? PyErr_NoMemory()
                         : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
-    if (out == NULL)
+    if (out == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        (void)direct_done(p);   /* keep the bytes: the connection fails anyway */
+        PyErr_Restore(type, value, tb);
         return NULL;
+    }
     size_t used = 0;
     for (;;) {
         if (used == cap) {
             cap *= 2;
-            if (_PyBytes_Resize(&out, (Py_ssize_t)cap) < 0)
-                return NULL;
+            if (_PyBytes_Resize(&out, (Py_ssize_t)cap) < 0) {
+                PyErr_Clear();
+                (void)direct_done(p);
+                return PyErr_NoMemory();
+            }
         }
         size_t got = 0;
         if (ossl.SSL_read_ex(p->ssl, PyBytes_AS_STRING(out) + used, cap - used, &got)) {
@@ -406,6 +699,10 @@ static PyObject *read_records(PumpObject *p, int *status)
         int err = ossl.SSL_get_error(p->ssl, 0);
         *status = err == X_SSL_ERROR_WANT_READ ? 0 : err == X_SSL_ERROR_ZERO_RETURN ? 1 : 2;
         break;
+    }
+    if (direct_done(p) < 0) {
+        Py_DECREF(out);
+        return NULL;
     }
     if (used < cap && _PyBytes_Resize(&out, (Py_ssize_t)used) < 0)
         return NULL;
@@ -420,6 +717,10 @@ static PyObject *read_records(PumpObject *p, int *status)
 static int read_buffered(aio_tls_state *ts, PyObject *proto, PumpObject *p, int *status)
 {
     *status = 0;
+    /* The direct bytes go to the MemoryBIO first: get_buffer() is the
+     * application's code, and may do anything. */
+    if (direct_done(p) < 0)
+        return -1;
     PyObject *hint = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site */
                          ? PyErr_NoMemory()
                          : PyLong_FromSize_t(ossl.BIO_ctrl_pending(p->rbio));
@@ -532,6 +833,25 @@ int aio_tls_feed(TransportObject *t, PyObject *pump, const char *data, size_t n)
         goto done;
     }
     Py_INCREF(p);
+    int status = 0;
+    int buffered = attr_true(ts, proto, N_APP_PROTOCOL_IS_BUFFER);
+    if (buffered < 0) {
+        /* Not read: into the MemoryBIO, so no byte is lost, then fatal. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        (void)ossl.BIO_write(p->rbio, data, n > INT_MAX ? INT_MAX : (int)n);
+        PyErr_Restore(type, value, tb);
+        goto fatal;
+    }
+    if (p->rd != NULL) {
+        /* Served from the transport's buffer by our read BIO; whatever
+         * SSL_read() leaves is moved into the MemoryBIO by direct_done(),
+         * which read_records() and read_buffered() call before any Python
+         * code runs. */
+        p->rd->direct = data;
+        p->rd->direct_len = n;
+        n = 0;
+    }
     while (n > 0) {
         int chunk = n > INT_MAX ? INT_MAX : (int)n;
         if (ossl.BIO_write(p->rbio, data, chunk) != chunk) {
@@ -541,10 +861,6 @@ int aio_tls_feed(TransportObject *t, PyObject *pump, const char *data, size_t n)
         data += chunk;
         n -= (size_t)chunk;
     }
-    int status = 0;
-    int buffered = attr_true(ts, proto, N_APP_PROTOCOL_IS_BUFFER);
-    if (buffered < 0)
-        goto fatal;
     if (buffered) {
         if (read_buffered(ts, proto, p, &status) < 0)
             goto fatal;
@@ -699,6 +1015,20 @@ static int write_rest(aio_tls_state *ts, PyObject *proto, const char *buf, size_
  * asyncio's Python write path), cleared with that module. */
 static aio_tls_state *the_tls_state;
 
+/* The end of a fast write: what was encrypted to the TCP transport, then,
+ * when OpenSSL refused the rest (`failed`), the rest to asyncio's
+ * _write_appdata(), which raises its error as asyncio does.  0, or -1 with
+ * an exception to propagate. */
+static int out_finish(aio_tls_state *ts, PyObject *proto, PumpObject *p, int failed,
+                      const char *rest, size_t rest_len)
+{
+    if (out_send(ts, proto, p) < 0)
+        return fatal_on_exception(ts, proto);
+    if (failed)
+        return write_rest(ts, proto, rest, rest_len);
+    return 0;
+}
+
 static PyObject *app_write(PyObject *self, PyObject *data)
 {
     aio_tls_state *ts = the_tls_state;
@@ -720,11 +1050,10 @@ static PyObject *app_write(PyObject *self, PyObject *data)
     int rc = 0;
     if (view.len > 0) {
         int failed;
+        out_begin(p, (size_t)view.len);
         size_t done = encrypt(p, view.buf, (size_t)view.len, &failed);
-        if (done > 0 && flush_outgoing(ts, proto, p) < 0)
-            rc = fatal_on_exception(ts, proto);
-        else if (failed)
-            rc = write_rest(ts, proto, (const char *)view.buf + done, (size_t)view.len - done);
+        rc = out_finish(ts, proto, p, failed, (const char *)view.buf + done,
+                        (size_t)view.len - done);
     }
     PyBuffer_Release(&view);
     Py_DECREF(proto);
@@ -747,7 +1076,10 @@ static PyObject *app_writelines(PyObject *self, PyObject *list_of_data)
         return NULL;
     if (proto == NULL)
         return PyObject_CallFunctionObjArgs(ts->py_writelines, self, list_of_data, NULL);
-    PyObject *items = PySequence_Fast(list_of_data, "writelines() argument must be iterable");
+    /* A tuple (immutable: an item's buffer export cannot change the
+     * sequence under the loop below), with Python's own error for what is
+     * not iterable, as asyncio's `for data in list_of_data`. */
+    PyObject *items = PySequence_Tuple(list_of_data);
     PyObject *res = NULL;
     if (items == NULL)
         goto out;
@@ -761,43 +1093,55 @@ static PyObject *app_writelines(PyObject *self, PyObject *list_of_data)
             goto out;
         }
     }
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len = PyObject_Length(it[i]);
+        if (len < 0)
+            PyErr_Clear();   /* an estimate only */
+        else
+            total += (size_t)len;
+    }
     char small[TLS_COALESCE];
-    size_t fill = 0, wrote = 0;
-    int failed = 0, rc = 0;
-    for (Py_ssize_t i = 0; i <= n && !failed; i++) {
+    size_t fill = 0;
+    int failed = 0, rc = 0, finished = 0;
+    out_begin(p, total);
+    for (Py_ssize_t i = 0; i <= n && !finished; i++) {
         Py_buffer v = {0};
-        if (i < n && PyObject_GetBuffer(it[i], &v, PyBUF_SIMPLE) < 0)
+        if (i < n && PyObject_GetBuffer(it[i], &v, PyBUF_SIMPLE) < 0) {
+            /* (checked above: an exporter that changed its mind) */
+            if (out_send(ts, proto, p) < 0)
+                PyErr_Clear();
             goto out;
+        }
         size_t len = i < n ? (size_t)v.len : 0;
-        /* Flush the coalesced pieces when this one does not fit (or at the end). */
+        /* Encrypt the coalesced pieces when this one does not fit (or at the end). */
         if (fill > 0 && (i == n || fill + len > sizeof(small))) {
             size_t d = encrypt(p, small, fill, &failed);
-            wrote += d;
             if (failed) {
-                rc = write_rest(ts, proto, small + d, fill - d);
-                if (i < n)
-                    PyBuffer_Release(&v);
                 /* asyncio would queue what follows behind the failure: it
-                 * is dropped with the connection the failure ends. */
-                break;
+                 * goes with the connection the failure ends. */
+                rc = out_finish(ts, proto, p, 1, small + d, fill - d);
+                finished = 1;
             }
             fill = 0;
         }
-        if (i == n)
-            break;
-        if (len <= sizeof(small) - fill) {
-            memcpy(small + fill, v.buf, len);
-            fill += len;
-        } else {
-            size_t d = encrypt(p, v.buf, len, &failed);
-            wrote += d;
-            if (failed)
-                rc = write_rest(ts, proto, (const char *)v.buf + d, len - d);
+        if (!finished && i < n) {
+            if (len <= sizeof(small) - fill) {
+                memcpy(small + fill, v.buf, len);
+                fill += len;
+            } else {
+                size_t d = encrypt(p, v.buf, len, &failed);
+                if (failed) {
+                    rc = out_finish(ts, proto, p, 1, (const char *)v.buf + d, len - d);
+                    finished = 1;
+                }
+            }
         }
-        PyBuffer_Release(&v);
+        if (i < n)
+            PyBuffer_Release(&v);
     }
-    if (rc == 0 && wrote > 0 && flush_outgoing(ts, proto, p) < 0)
-        rc = fatal_on_exception(ts, proto);
+    if (!finished)
+        rc = out_finish(ts, proto, p, 0, NULL, 0);
     if (rc == 0)
         res = Py_NewRef(Py_None);
 out:
@@ -838,6 +1182,8 @@ static PyObject *tls_setup(PyObject *m, PyObject *args)
         void *h = dlopen(p, RTLD_NOW | RTLD_NOLOAD);
         if (h == NULL || !resolve(h))
             Py_RETURN_FALSE;
+        if (getenv("AIOLOOP_TLS_BIO") == NULL || strcmp(getenv("AIOLOOP_TLS_BIO"), "memory") != 0)
+            (void)resolve_passbio(h);   /* else the MemoryBIOs, with their copies */
         ossl.ready = 1;
     }
     if (the_tls_state != NULL && the_tls_state != ts)

@@ -123,8 +123,11 @@ async def test_write_refuses_what_asyncio_refuses(ctxs):
                                              server_hostname="localhost")
         with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
             w.transport.write("text")
+        with pytest.raises(TypeError, match="'int' object is not iterable"):
+            w.transport.writelines(5)
         w.transport.write(b"")          # nothing, no error
         w.transport.writelines([])      # nothing, no error
+        w.transport.writelines(iter([b""]))
         w.write(b"after")
         await w.drain()
         while not protos or bytes(protos[0].data) != b"after":
