@@ -6,13 +6,14 @@
  *
  *   read:  the transport hands the ciphertext it read straight to
  *          aio_tls_feed() (no get_buffer()/buffer_updated() round trip);
- *          it goes into the connection's incoming BIO, SSL_read() drains
- *          every whole record into one bytes object and the application's
- *          data_received() gets it.
+ *          SSL_read() takes it from the transport's buffer (through a BIO
+ *          of ours in front of the incoming MemoryBIO) and drains every
+ *          whole record into one bytes object (or the BufferedProtocol's
+ *          buffer) for the application.
  *   write: the application transport's write()/writelines() are C methods:
  *          SSL_write() of the data (small writelines() pieces coalesced into
- *          one record), the outgoing BIO read into one bytes object, and
- *          that written to the TCP transport.
+ *          one record) straight into one bytes object, written to the TCP
+ *          transport.
  *
  * OpenSSL is driven through the very SSL object Python's ssl module made
  * for the connection (the SSLObject from SSLContext.wrap_bio), so every
