@@ -81,14 +81,16 @@ typedef struct {
     BIO *bio;
 } py_membio_prefix;
 
-static int resolve(void *h)
-{
+/* ossl.name = the function `name` in the library h, or return 0. */
 #define SYM(name)                                                  \
     do {                                                           \
         *(void **)&ossl.name = dlsym(h, #name);                    \
         if (ossl.name == NULL)                                     \
             return 0;                                              \
     } while (0)
+
+static int resolve(void *h)
+{
     SYM(SSL_read_ex);
     SYM(SSL_write_ex);
     SYM(SSL_get_error);
@@ -98,7 +100,6 @@ static int resolve(void *h)
     SYM(BIO_write);
     SYM(BIO_read);
     SYM(BIO_ctrl_pending);
-#undef SYM
     return 1;
 }
 
@@ -244,12 +245,6 @@ static int pb_destroy(BIO *b)
 
 static int resolve_passbio(void *h)
 {
-#define SYM(name)                                                  \
-    do {                                                           \
-        *(void **)&ossl.name = dlsym(h, #name);                    \
-        if (ossl.name == NULL)                                     \
-            return 0;                                              \
-    } while (0)
     SYM(BIO_meth_new);
     SYM(BIO_meth_set_write);
     SYM(BIO_meth_set_read);

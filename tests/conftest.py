@@ -52,3 +52,19 @@ def aloop(request):
     yield loop
     if not loop.is_closed():
         loop.close()
+
+
+@pytest.fixture(scope="session")
+def tls_pair():
+    """(server context, client context): a trustme CA's certificate for
+    127.0.0.1/localhost, and a client that trusts that CA."""
+    import ssl
+    trustme = pytest.importorskip(
+        "trustme", reason="trustme is not installed (it is in the test extra: pip install -e .[test])")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client

@@ -14,7 +14,6 @@ import hashlib
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
@@ -214,16 +213,8 @@ async def test_aiohttp_many_clients_at_once(tmp_path, loop_errors):
 
 
 @pytest.fixture(scope="module")
-def tls():
-    trustme = pytest.importorskip(
-        "trustme", reason="trustme is not installed (it is in the test extra: pip install -e .[test])")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
+def tls(tls_pair):
+    return tls_pair
 
 
 async def test_aiohttp_over_tls(tmp_path, tls, loop_errors):

@@ -131,24 +131,22 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
-class Echo(asyncio.Protocol):
-    """Server side: echoes; records the calls it gets."""
+class _Recording(asyncio.Protocol):
+    """Records connection_made/eof_received/connection_lost in `calls`;
+    `lost` is connection_lost's argument; `on_made(self)` runs when made."""
+
+    on_made = None
 
     def __init__(self):
         self.transport = None
         self.calls = []
         self.lost = asyncio.get_running_loop().create_future()
 
-    on_made = None
-
     def connection_made(self, transport):
         self.transport = transport
         self.calls.append("made")
         if self.on_made:
             self.on_made(self)
-
-    def data_received(self, data):
-        self.transport.write(data)
 
     def eof_received(self):
         self.calls.append("eof")
@@ -159,27 +157,24 @@ class Echo(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
-class Collector(asyncio.Protocol):
+class Echo(_Recording):
+    """Server side: echoes; records the calls it gets."""
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class Collector(_Recording):
     """Client side: hashes what arrives; `wait(n)` until n bytes came."""
 
     def __init__(self):
-        self.transport = None
+        super().__init__()
         self.hash = hashlib.sha256()
         self.count = 0
-        self.calls = []
         self._want = None
         self._got = None
-        self.lost = asyncio.get_running_loop().create_future()
         self.paused = self.resumed = 0
         self.resume_event = asyncio.Event()
-
-    on_made = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.calls.append("made")
-        if self.on_made:
-            self.on_made(self)
 
     def data_received(self, data):
         self.hash.update(data)
@@ -187,15 +182,10 @@ class Collector(asyncio.Protocol):
         if self._want is not None and self.count >= self._want and not self._got.done():
             self._got.set_result(None)
 
-    def eof_received(self):
-        self.calls.append("eof")
-
     def connection_lost(self, exc):
-        self.calls.append(("lost", exc))
         if self._got is not None and not self._got.done():
             self._got.set_exception(ConnectionError(f"lost after {self.count} bytes: {exc!r}"))
-        if not self.lost.done():
-            self.lost.set_result(exc)
+        super().connection_lost(exc)
 
     def pause_writing(self):
         self.paused += 1

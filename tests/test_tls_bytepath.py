@@ -17,18 +17,11 @@ import threading
 
 import pytest
 
-trustme = pytest.importorskip("trustme", reason="trustme is in the test extra")
 
 
 @pytest.fixture(scope="module")
-def ctxs():
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
+def ctxs(tls_pair):
+    return tls_pair
 
 
 def on_aioloop():
@@ -66,12 +59,22 @@ async def serve(ctxs, factory):
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_the_byte_path_is_in_c_once_established(ctxs):
+async def serve_recorded(ctxs, cls=Recorder):
+    """A TLS server whose protocols (of cls) are collected in a list."""
     protos = []
-    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    server, port = await serve(ctxs, lambda: protos.append(cls()) or protos[-1])
+    return server, port, protos
+
+
+async def connect(port, ctxs):
+    return await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
+                                         server_hostname="localhost")
+
+
+async def test_the_byte_path_is_in_c_once_established(ctxs):
+    server, port, protos = await serve_recorded(ctxs)
     async with server:
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         w.write(b"x")
         await w.drain()
         async with asyncio.timeout(10):
@@ -105,8 +108,7 @@ async def test_echo_integrity_write_and_writelines(ctxs, size):
 
     server, port = await serve(ctxs, Echo)
     async with server, asyncio.timeout(60):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         payload = os.urandom(size)
         w.writelines([payload[:size // 3], payload[size // 3:]])
         got = await r.readexactly(size)
@@ -116,11 +118,9 @@ async def test_echo_integrity_write_and_writelines(ctxs, size):
 
 
 async def test_write_refuses_what_asyncio_refuses(ctxs):
-    protos = []
-    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    server, port, protos = await serve_recorded(ctxs)
     async with server, asyncio.timeout(10):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         with pytest.raises(TypeError, match="data: expecting a bytes-like instance, got str"):
             w.transport.write("text")
         with pytest.raises(TypeError, match="'int' object is not iterable"):
@@ -168,8 +168,7 @@ async def test_data_received_raising_ends_that_connection_as_in_asyncio(ctxs):
     try:
         server, port = await serve(ctxs, lambda: protos.append(Raises()) or protos[-1])
         async with server, asyncio.timeout(10):
-            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                                 server_hostname="localhost")
+            r, w = await connect(port, ctxs)
             w.write(b"boom")
             while not protos:
                 await asyncio.sleep(0.01)
@@ -193,8 +192,7 @@ async def test_paused_application_loses_nothing(ctxs):
     protos = []
     server, port = await serve(ctxs, lambda: protos.append(Pausing()) or protos[-1])
     async with server, asyncio.timeout(30):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         payload = os.urandom(2 * 1024 * 1024)
         w.write(payload)
         while not protos or not protos[0].data:
@@ -214,11 +212,9 @@ async def test_paused_application_loses_nothing(ctxs):
 
 
 async def test_close_notify_from_the_client(ctxs):
-    protos = []
-    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    server, port, protos = await serve_recorded(ctxs)
     async with server, asyncio.timeout(10):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         w.write(b"bye")
         await w.drain()
         while not protos or not protos[0].data:
@@ -231,8 +227,7 @@ async def test_close_notify_from_the_client(ctxs):
 
 async def test_garbage_record_after_the_handshake_is_an_ssl_error(ctxs):
     """OpenSSL's error goes back to asyncio's code, which raises it."""
-    protos = []
-    server, port = await serve(ctxs, lambda: protos.append(Recorder()) or protos[-1])
+    server, port, protos = await serve_recorded(ctxs)
 
     def client():
         ctx = ctxs[1]
@@ -267,6 +262,7 @@ async def test_garbage_record_after_the_handshake_is_an_ssl_error(ctxs):
 
 def test_python_byte_path_when_asked():
     """AIOLOOP_TLS=python keeps asyncio's Python byte path; TLS still works."""
+    pytest.importorskip("trustme", reason="trustme is in the test extra")
     code = (
         "import asyncio, ssl, trustme, aioloop\n"
         "from aioloop import _tls\n"
@@ -313,8 +309,7 @@ def test_memory_error_in_the_tls_layer_ends_that_connection_only(ctxs, engine):
         w.close()
 
     async def echo_once(port):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         w.write(b"hello")
         got = await r.readexactly(5)
         w.close()
@@ -323,8 +318,7 @@ def test_memory_error_in_the_tls_layer_ends_that_connection_only(ctxs, engine):
     async def main():
         server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ctxs[0])
         port = server.sockets[0].getsockname()[1]
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         w.write(b"warm")
         assert await r.readexactly(4) == b"warm"
         _core._fault_set("pyobj", 1)
@@ -395,8 +389,7 @@ async def test_buffered_protocol_application(ctxs, bufsize):
     server, port = await serve(ctxs, lambda: protos.append(Buffered()) or protos[-1])
     size = 300_000 if bufsize > 1 else 20_000
     async with server, asyncio.timeout(60):
-        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                             server_hostname="localhost")
+        r, w = await connect(port, ctxs)
         payload = os.urandom(size)
         w.write(payload)
         await w.drain()
@@ -433,8 +426,7 @@ async def test_buffer_updated_raising_is_a_fatal_error_as_in_asyncio(ctxs):
     try:
         server, port = await serve(ctxs, lambda: protos.append(Raises()) or protos[-1])
         async with server, asyncio.timeout(10):
-            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
-                                                 server_hostname="localhost")
+            r, w = await connect(port, ctxs)
             w.write(b"boom")
             while not protos:
                 await asyncio.sleep(0.01)
