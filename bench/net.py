@@ -28,7 +28,8 @@ C_EPOLL = "c-epoll"
 def _build(name, libs=(), **kw):
     src = os.path.join(HERE, "c", name + ".c")
     exe = os.path.join(BIN, name)
-    if os.path.exists(exe) and os.path.getmtime(exe) >= os.path.getmtime(src):
+    newest = max(os.path.getmtime(src), os.path.getmtime(os.path.join(HERE, "c", "latency.h")))
+    if os.path.exists(exe) and os.path.getmtime(exe) >= newest:
         return
     subprocess.run([os.environ.get("CC", "cc"), "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
                     "-o", exe, src, *libs], check=True, **kw)
