@@ -65,9 +65,9 @@ def progress(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def median_ratio(rows, base, key, invert=False):
-    """Median over rounds of value/base-value (base/value when invert);
-    rounds where either side has no result are left out."""
+def round_ratios(rows, base, key, invert=False):
+    """Per round, value/base-value (base/value when invert); rounds where
+    either side has no result are left out."""
     ratios = []
     for row, brow in zip(rows, base):
         if not isinstance(row, dict) or not isinstance(brow, dict):
@@ -75,6 +75,12 @@ def median_ratio(rows, base, key, invert=False):
         a, b = row[key], brow[key]
         if a and b:
             ratios.append(b / a if invert else a / b)
+    return ratios
+
+
+def median_ratio(rows, base, key, invert=False):
+    """Median over rounds of value/base-value (base/value when invert)."""
+    ratios = round_ratios(rows, base, key, invert)
     return statistics.median(ratios) if ratios else None
 
 
@@ -114,6 +120,9 @@ def summarize(per_loop, base_name, refs=()):
         for prefix, ref in (("ratio", base_name), ("best", best)):
             if ref in per_loop and ref != name:
                 s[prefix + "_rps"] = median_ratio(per_loop[name], per_loop[ref], "rps")
+                rr = round_ratios(per_loop[name], per_loop[ref], "rps")
+                if len(rr) > 1:
+                    s[prefix + "_rps_range"] = [min(rr), max(rr)]
                 s[prefix + "_cpu"] = median_ratio(per_loop[name], per_loop[ref], "cpu_us", invert=True)
         for ref in refs:
             if ref in per_loop and ref != name and "rps" in out.get(ref, {}):

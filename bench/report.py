@@ -143,6 +143,30 @@ def _plot(data, img_dir):
     return made
 
 
+def ratio_spread(data):
+    """(median, widest, cells): half the width of each cell's per-round
+    ratio range to the baseline, relative to its median ratio, over every
+    cell of the run that has one; None when no cell has two rounds."""
+    halves = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            r, rng = o.get("ratio_rps"), o.get("ratio_rps_range")
+            if r and rng:
+                halves.append((rng[1] - rng[0]) / 2 / r)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(data)
+    if not halves:
+        return None
+    halves.sort()
+    return halves[len(halves) // 2], halves[-1], len(halves)
+
+
 def machine_rows(data):
     """(what, value) rows naming the machine and software of a run."""
     v = data["versions"]
@@ -313,8 +337,25 @@ def markdown(data, img_dir, img_rel):
     w(f"With {v['cpus']} CPUs the load generator and the server share the machine's cores, "
       "so requests/s moves with whatever else runs; **server CPU per request is the steadier figure**. "
       f"Ratios are medians of per-round ratios to {base} and to the best peer (for CPU: their CPU "
-      "per request divided by this loop's, so higher is better in both).")
+      "per request divided by this loop's, so higher is better in both). The `c-epoll` column is "
+      "a plain C epoll echo server (bench/c/echo_epoll.c): what a server reaches on this machine, "
+      "not a loop one could pick.")
     w("")
+    spread = ratio_spread(data)
+    if spread is not None:
+        med, widest, n = spread
+        w(f"**How much the ratios move here**: in this run the per-round ratios to {base} of a "
+          f"cell spanned ±{med:.0%} around their median (the median over {n} cells; the widest "
+          f"±{widest:.0%}). A difference smaller than that is noise on this machine; quote a ratio "
+          "only from at least 7 interleaved rounds (`--rounds 7`, or `python -m bench.ab`), with "
+          "its min–max.")
+        w("")
+    else:
+        w(f"**How much the ratios move here**: a one-round run shows no spread; on a shared "
+          "machine the same ratio has moved by tens of percent between runs minutes apart. Quote a "
+          "ratio only from at least 7 interleaved rounds (`--rounds 7`, or `python -m bench.ab`), "
+          "with its min–max.")
+        w("")
     rows = targets(data)
     if rows:
         from bench.loops import default_aioloop

@@ -134,3 +134,16 @@ def test_tls_part_runs_on_a_peer_and_aioloop():
             if key.startswith("tls-"):
                 assert sm["tls"].startswith("TLSv1.3"), sm["tls"]
                 assert sm["tls_extra_cpu_us"] == pytest.approx(sm["cpu_us"] - sm["plain_cpu_us"])
+
+
+def test_the_report_says_how_much_ratios_move():
+    """The report states the run's own spread of per-round ratios (and what
+    the c-epoll column is), so a user does not read noise as a result."""
+    from bench import report
+    data = {"echo": {"1KiB": {"loops": {
+        "x": {"ratio_rps": 1.0, "ratio_rps_range": [0.8, 1.2]},
+        "y": {"ratio_rps": 2.0, "ratio_rps_range": [1.0, 3.0]},
+        "z": {"ratio_rps": 1.0}}}}}
+    med, widest, n = report.ratio_spread(data)
+    assert n == 2 and widest == 0.5 and med in (0.2, 0.5)
+    assert report.ratio_spread({"echo": {}}) is None
