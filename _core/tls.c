@@ -1024,10 +1024,20 @@ static int out_finish(aio_tls_state *ts, PyObject *proto, PumpObject *p, int fai
     return 0;
 }
 
+/* bytes, bytearray or a C-contiguous memoryview: what the fast path takes
+ * (anything else goes to asyncio's code, which accepts or fails it as
+ * asyncio does). */
+static int plain_buffer(PyObject *o)
+{
+    if (PyBytes_Check(o) || PyByteArray_Check(o))
+        return 1;
+    return PyMemoryView_Check(o) && PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(o), 'C');
+}
+
 static PyObject *app_write(PyObject *self, PyObject *data)
 {
     aio_tls_state *ts = the_tls_state;
-    if (ts == NULL || !(PyBytes_Check(data) || PyByteArray_Check(data) || PyMemoryView_Check(data)))
+    if (ts == NULL || !plain_buffer(data))
         return ts ? PyObject_CallFunctionObjArgs(ts->py_write, self, data, NULL)
                   : (PyErr_SetString(PyExc_RuntimeError, "TLS layer not set up"), NULL);
     PyObject *proto;
@@ -1081,9 +1091,10 @@ static PyObject *app_writelines(PyObject *self, PyObject *list_of_data)
     Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
     PyObject **it = PySequence_Fast_ITEMS(items);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyObject_CheckBuffer(it[i])) {
-            /* asyncio queues such an item and fails on it in _do_write():
-             * let its code do exactly that. */
+        if (!plain_buffer(it[i])) {
+            /* Not bytes, bytearray or a contiguous memoryview: asyncio's
+             * code takes or fails the whole call (it queues every item and
+             * fails in _do_write() on one OpenSSL cannot take). */
             res = PyObject_CallFunctionObjArgs(ts->py_writelines, self, items, NULL);
             goto out;
         }

@@ -435,3 +435,28 @@ async def test_buffer_updated_raising_is_a_fatal_error_as_in_asyncio(ctxs):
             w.close()
     finally:
         loop.set_exception_handler(None)
+
+
+@pytest.mark.parametrize("door", ["write", "writelines"])
+async def test_a_non_contiguous_memoryview_fails_as_in_asyncio(ctxs, door):
+    """asyncio's write() accepts any memoryview and fails in OpenSSL's write
+    on one that is not contiguous: a fatal error of that connection."""
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+    try:
+        server, port = await serve(ctxs, Recorder)
+        async with server, asyncio.timeout(10):
+            client = Recorder()
+            tr, _ = await loop.create_connection(lambda: client, "127.0.0.1", port, ssl=ctxs[1],
+                                                 server_hostname="localhost")
+            strided = memoryview(b"abcdefgh")[::2]
+            if door == "write":
+                tr.write(strided)
+            else:
+                tr.writelines([b"ok", strided])
+            exc = await client.lost
+            assert isinstance(exc, BufferError)
+            assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
+    finally:
+        loop.set_exception_handler(None)
