@@ -1291,7 +1291,9 @@ async def test_no_descriptor_leak(server_ctx, client_ctx):
             if nfds() <= before and all(p.lost.done() for p in made(srv)):
                 break
             await asyncio.sleep(0.05)
-    assert nfds() == before
+    # (<=: a descriptor of the warm-up still closing when `before` was
+    # counted may be gone since, on the threads engine)
+    assert nfds() <= before
     assert len(made(srv)) == 301
     assert all(p.lost.done() for p in made(srv))
     await close_server(srv)
