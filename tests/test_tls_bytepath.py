@@ -7,6 +7,7 @@ write() and writelines() (with pieces coalesced), a paused application,
 errors raised by the application or by OpenSSL, close_notify.  The wider
 TLS behaviour (every door, extra info, bad peers) is in tests/test_tls.py."""
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -69,6 +70,26 @@ async def serve_recorded(ctxs, cls=Recorder):
 async def connect(port, ctxs):
     return await asyncio.open_connection("127.0.0.1", port, ssl=ctxs[1],
                                          server_hostname="localhost")
+
+
+async def recorded_client(port, ctxs):
+    """A TLS client connection whose protocol is a Recorder: (transport, it)."""
+    client = Recorder()
+    tr, _ = await asyncio.get_running_loop().create_connection(
+        lambda: client, "127.0.0.1", port, ssl=ctxs[1], server_hostname="localhost")
+    return tr, client
+
+
+@contextlib.contextmanager
+def reported_errors():
+    """What reaches the running loop's exception handler, as a list."""
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
+    try:
+        yield reported
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_the_byte_path_is_in_c_once_established(ctxs):
@@ -137,35 +158,24 @@ async def test_write_refuses_what_asyncio_refuses(ctxs):
 
 
 async def test_writelines_with_a_bad_item_is_a_fatal_error_as_in_asyncio(ctxs):
-    loop = asyncio.get_running_loop()
-    reported = []
-    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
-    try:
+    with reported_errors() as reported:
         server, port = await serve(ctxs, Recorder)
         async with server, asyncio.timeout(10):
-            client = Recorder()
-            tr, _ = await loop.create_connection(lambda: client, "127.0.0.1", port, ssl=ctxs[1],
-                                                 server_hostname="localhost")
+            tr, client = await recorded_client(port, ctxs)
             tr.writelines([b"ok", "not bytes"])
             exc = await client.lost
             assert isinstance(exc, TypeError)
             assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
             assert isinstance(reported[0]["exception"], TypeError)
-    finally:
-        loop.set_exception_handler(None)
 
 
 async def test_data_received_raising_ends_that_connection_as_in_asyncio(ctxs):
-    loop = asyncio.get_running_loop()
-    reported = []
-    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
-
     class Raises(Recorder):
         def data_received(self, data):
             raise ValueError("app bug")
 
     protos = []
-    try:
+    with reported_errors() as reported:
         server, port = await serve(ctxs, lambda: protos.append(Raises()) or protos[-1])
         async with server, asyncio.timeout(10):
             r, w = await connect(port, ctxs)
@@ -177,8 +187,6 @@ async def test_data_received_raising_ends_that_connection_as_in_asyncio(ctxs):
             assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
             assert await r.read() == b""        # the client sees the connection end
             w.close()
-    finally:
-        loop.set_exception_handler(None)
 
 
 async def test_paused_application_loses_nothing(ctxs):
@@ -405,8 +413,6 @@ async def test_buffered_protocol_application(ctxs, bufsize):
 
 async def test_buffer_updated_raising_is_a_fatal_error_as_in_asyncio(ctxs):
     loop = asyncio.get_running_loop()
-    reported = []
-    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
 
     class Raises(asyncio.BufferedProtocol):
         def __init__(self):
@@ -423,7 +429,7 @@ async def test_buffer_updated_raising_is_a_fatal_error_as_in_asyncio(ctxs):
             self.lost.set_result(exc)
 
     protos = []
-    try:
+    with reported_errors() as reported:
         server, port = await serve(ctxs, lambda: protos.append(Raises()) or protos[-1])
         async with server, asyncio.timeout(10):
             r, w = await connect(port, ctxs)
@@ -433,23 +439,16 @@ async def test_buffer_updated_raising_is_a_fatal_error_as_in_asyncio(ctxs):
             assert isinstance(await protos[0].lost, ValueError)
             assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
             w.close()
-    finally:
-        loop.set_exception_handler(None)
 
 
 @pytest.mark.parametrize("door", ["write", "writelines"])
 async def test_a_non_contiguous_memoryview_fails_as_in_asyncio(ctxs, door):
     """asyncio's write() accepts any memoryview and fails in OpenSSL's write
     on one that is not contiguous: a fatal error of that connection."""
-    loop = asyncio.get_running_loop()
-    reported = []
-    loop.set_exception_handler(lambda lp, ctx: reported.append(ctx))
-    try:
+    with reported_errors() as reported:
         server, port = await serve(ctxs, Recorder)
         async with server, asyncio.timeout(10):
-            client = Recorder()
-            tr, _ = await loop.create_connection(lambda: client, "127.0.0.1", port, ssl=ctxs[1],
-                                                 server_hostname="localhost")
+            tr, client = await recorded_client(port, ctxs)
             strided = memoryview(b"abcdefgh")[::2]
             if door == "write":
                 tr.write(strided)
@@ -458,5 +457,3 @@ async def test_a_non_contiguous_memoryview_fails_as_in_asyncio(ctxs, door):
             exc = await client.lost
             assert isinstance(exc, BufferError)
             assert [c["message"] for c in reported] == ["Fatal error on SSL protocol"]
-    finally:
-        loop.set_exception_handler(None)
