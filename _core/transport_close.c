@@ -63,19 +63,26 @@ static void maybe_close_socket(TransportObject *t)
     close_socket(t);
 }
 
+/* The transport lets go of its socket object with sock.<method>()
+ * ("close" or "detach"); a failure is reported as unraisable. */
+static void release_socket(TransportObject *t, const char *method)
+{
+    PyObject *sock = t->sock;
+    t->sock = NULL;
+    PyObject *r = PyObject_CallMethod(sock, method, NULL);
+    if (r == NULL)
+        PyErr_WriteUnraisable(sock);
+    Py_XDECREF(r);
+    Py_DECREF(sock);
+}
+
 static void close_socket(TransportObject *t)
 {
     if (t->sock == NULL)
         return;
     if (fill_sockname(t) < 0)
         PyErr_WriteUnraisable((PyObject *)t);
-    PyObject *sock = t->sock;
-    t->sock = NULL;
-    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
-    if (r == NULL)
-        PyErr_WriteUnraisable(sock);
-    Py_XDECREF(r);
-    Py_DECREF(sock);
+    release_socket(t, "close");
 }
 
 void force_close(TransportObject *t, PyObject *exc)
@@ -161,13 +168,7 @@ static void hand_off_socket(TransportObject *t)
     }
     close(ph);
     t->held_fd = t->fd;
-    PyObject *sock = t->sock;
-    t->sock = NULL;
-    PyObject *r = PyObject_CallMethod(sock, "detach", NULL);
-    if (r == NULL)
-        PyErr_WriteUnraisable(sock);
-    Py_XDECREF(r);
-    Py_DECREF(sock);
+    release_socket(t, "detach");
 }
 
 PyObject *tr_call_connection_lost(TransportObject *t, PyObject *exc)

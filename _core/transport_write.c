@@ -63,6 +63,26 @@ static void wq_push(TransportObject *t, PyObject *obj, const char *ptr, size_t l
     t->buffer_size += len;
 }
 
+/* protocol.pause_writing() or resume_writing(): a failure goes to the
+ * exception handler as asyncio's "protocol.<name>() failed" (a
+ * KeyboardInterrupt or SystemExit propagates). */
+static int call_flow_callback(TransportObject *t, const char *name, const char *message)
+{
+    PyObject *r = PyObject_CallMethod(t->protocol, name, NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        return 0;
+    }
+    PyObject *exc = aio_err_fetch();
+    if (is_fatal_base(exc)) {
+        aio_err_restore(exc);
+        return -1;
+    }
+    int rc = call_exception_handler(t, message, exc);
+    Py_DECREF(exc);
+    return rc;
+}
+
 static int maybe_pause_protocol(TransportObject *t)
 {
     /* After connection_lost there is no protocol to tell (a write still in
@@ -70,19 +90,7 @@ static int maybe_pause_protocol(TransportObject *t)
     if (t->buffer_size <= t->high || t->protocol_paused || t->protocol == NULL)
         return 0;
     t->protocol_paused = 1;
-    PyObject *r = PyObject_CallMethod(t->protocol, "pause_writing", NULL);
-    if (r != NULL) {
-        Py_DECREF(r);
-        return 0;
-    }
-    PyObject *exc = aio_err_fetch();
-    if (is_fatal_base(exc)) {
-        aio_err_restore(exc);
-        return -1;
-    }
-    int rc = call_exception_handler(t, "protocol.pause_writing() failed", exc);
-    Py_DECREF(exc);
-    return rc;
+    return call_flow_callback(t, "pause_writing", "protocol.pause_writing() failed");
 }
 
 static int maybe_resume_protocol(TransportObject *t)
@@ -90,19 +98,7 @@ static int maybe_resume_protocol(TransportObject *t)
     if (!t->protocol_paused || t->buffer_size > t->low || t->protocol == NULL)
         return 0;
     t->protocol_paused = 0;
-    PyObject *r = PyObject_CallMethod(t->protocol, "resume_writing", NULL);
-    if (r != NULL) {
-        Py_DECREF(r);
-        return 0;
-    }
-    PyObject *exc = aio_err_fetch();
-    if (is_fatal_base(exc)) {
-        aio_err_restore(exc);
-        return -1;
-    }
-    int rc = call_exception_handler(t, "protocol.resume_writing() failed", exc);
-    Py_DECREF(exc);
-    return rc;
+    return call_flow_callback(t, "resume_writing", "protocol.resume_writing() failed");
 }
 
 /* Hands the queued chunks (up to MAX_WRITE_IOV) to the worker as one WRITE. */
