@@ -510,7 +510,6 @@ async def test_streams(server_ctx, client_ctx, size):
     await close_server(srv)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
 @pytest.mark.parametrize("size", [1, 1 * MiB], ids=["1B", "1MiB"])
 async def test_stream_writer_start_tls(server_ctx, client_ctx, size):
     upgraded = asyncio.get_running_loop().create_future()
