@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import ssl
-import sys
 import time
 
 import pytest
