@@ -270,6 +270,42 @@ def test_unknown_keyword_is_a_type_error(any_loop):
         any_loop.call_soon(print, bogus=1)
 
 
+# ---- readiness under load ------------------------------------------------------
+
+async def test_reader_fires_while_callbacks_keep_the_loop_busy():
+    """A loop that never sleeps (a callback chain, as a task looping on
+    sleep(0) makes) still runs readiness callbacks: on io_uring the loop's
+    epoll was only looked at before a sleep, so add_reader(), sock_connect()
+    and asyncio's datagram transports starved while anything else was ready."""
+    loop = asyncio.get_running_loop()
+    busy = True
+
+    def spin():
+        if busy:
+            loop.call_soon(spin)
+
+    spin()
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        got = loop.create_future()
+        loop.add_reader(a, lambda: got.done() or got.set_result(a.recv(16)))
+        b.send(b"ping")
+        assert await asyncio.wait_for(got, 10) == b"ping"
+        # And a connect, which asyncio's create_connection() waits for
+        # through add_writer().
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        tr, _ = await asyncio.wait_for(
+            loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname()), 10)
+        tr.close()
+        srv.close()
+    finally:
+        busy = False
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+
+
 # ---- run / stop / close ------------------------------------------------------
 
 def test_run_until_complete_returns_result(any_loop):

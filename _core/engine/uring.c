@@ -636,6 +636,11 @@ static int ring_enter(aio_engine *e, int timeout_ms, int watch_epoll)
         run_retries(e);
     int rc = 0;
     if (timeout_ms == 0) {
+        /* A loop that never sleeps (completions every iteration) must still
+         * see its readiness descriptors: the watch rides along with this
+         * submit, and its completion makes ur_wait read the epoll. */
+        if (watch_epoll && !u->watch_armed)
+            (void)arm_watch(u);
         if (u->defer) {
             u->n_enters++;
             rc = io_uring_submit_and_get_events(&u->ring);
@@ -943,7 +948,7 @@ static int ur_wait(aio_engine *e, int timeout_ms, int watching, struct epoll_eve
     struct aio_uring *u = U(e);
     int rc, n = 0;
     if (timeout_ms == 0 || u->epoll_hot) {
-        rc = ring_enter(e, 0, 0);
+        rc = ring_enter(e, 0, watching && !u->epoll_hot);
         if (timeout_ms != 0)
             (void)aio_wakeup_sleep_end(&e->cq_wake);   /* announced, not slept */
     } else {
