@@ -923,17 +923,20 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"threads", "resolver_threads", "buffer_size", "inline_writes",
                              "engine", "ring_buffers", NULL};
-    int threads = 0, resolver = 0, inline_writes = 0, ring_buffers = 256;
+    int threads = 0, resolver = 0, ring_buffers = 256;
+    PyObject *inline_o = Py_None;   /* None: the engine's default */
     Py_ssize_t bufsize = 0;   /* the engine's default */
     const char *engine = "auto";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinpsi:Loop", kwlist, &threads, &resolver,
-                                     &bufsize, &inline_writes, &engine, &ring_buffers))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$iinOsi:Loop", kwlist, &threads, &resolver,
+                                     &bufsize, &inline_o, &engine, &ring_buffers))
         return -1;
     if (aio_backend_resolve(engine) == NULL) {
         PyErr_Format(PyExc_ValueError, "engine must be " AIO_ENGINE_NAMES ", not '%s'", engine);
         return -1;
     }
-    L->inline_writes = (char)inline_writes;
+    int inline_writes = inline_o == Py_None ? -1 : PyObject_IsTrue(inline_o);
+    if (inline_o != Py_None && inline_writes < 0)
+        return -1;
     if (L->engine_ready) {
         PyErr_SetString(PyExc_RuntimeError, "Loop is already initialized");
         return -1;
@@ -983,6 +986,7 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
         return -1;
     }
     L->engine_name = aio_engine_backend(L->engine);
+    L->inline_writes = (char)(inline_writes < 0 ? aio_engine_sends_inline(L->engine) : inline_writes);
     L->engine_ready = 1;
     return 0;
 }

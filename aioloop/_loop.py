@@ -181,11 +181,13 @@ class Loop(_core.Loop, base_events.BaseEventLoop):
             resolver_threads = _env_int("AIOLOOP_RESOLVER_THREADS")
         try:
             if inline_writes is None:
-                mode = os.environ.get("AIOLOOP_WRITE_MODE") or "thread"
-                if mode not in ("thread", "inline"):
+                # Unset: the engine's default (inline on io_uring, handed
+                # to the completion thread on threads).
+                mode = os.environ.get("AIOLOOP_WRITE_MODE") or None
+                if mode not in (None, "thread", "inline"):
                     raise ValueError("AIOLOOP_WRITE_MODE must be 'thread' or 'inline', "
                                      f"got {mode!r}")
-                inline_writes = mode == "inline"
+                inline_writes = None if mode is None else mode == "inline"
             kw = dict(threads=threads, resolver_threads=resolver_threads,
                       inline_writes=inline_writes)
             if ring_buffers is None:

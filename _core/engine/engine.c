@@ -179,6 +179,11 @@ const char *aio_engine_backend(const aio_engine *e)
     return e->backend->name;
 }
 
+int aio_engine_sends_inline(const aio_engine *e)
+{
+    return e->backend->sends_inline;
+}
+
 int aio_engine_submit(aio_engine *e, aio_req *r)
 {
     aio_worker *w = &e->blocking[e->rr_blocking++ % (unsigned)e->nblocking];

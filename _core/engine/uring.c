@@ -844,7 +844,7 @@ static int ur_setup(aio_engine *e, const aio_engine_config *cfg)
     /* AIOLOOP_DIRECT_MIN (a measurement knob, see docs/benchmarks.md):
      * the read size that switches a stream to direct reads, 0 = never. */
     const char *dm = getenv("AIOLOOP_DIRECT_MIN");
-    u->direct_min = dm != NULL && *dm != '\0' ? (size_t)strtoul(dm, NULL, 10) : 32 * 1024;
+    u->direct_min = dm != NULL && *dm != '\0' ? (size_t)strtoul(dm, NULL, 10) : 8 * 1024;
     u->stride = (READ_HDR + u->cap + 63u) & ~(size_t)63u;
     u->bufs = mmap(NULL, u->stride * u->nbufs, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     u->br_size = u->nbufs * sizeof(struct io_uring_buf);
@@ -997,6 +997,7 @@ int aio__uring_probe(void)
 
 const aio_backend aio__backend_uring = {
     .name = "uring",
+    .sends_inline = 1,
     .setup = ur_setup,
     .stream_init = ur_stream_init,
     .stream_start = ur_stream_start,
