@@ -986,7 +986,12 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
         return -1;
     }
     L->engine_name = aio_engine_backend(L->engine);
-    L->inline_writes = (char)(inline_writes < 0 ? aio_engine_sends_inline(L->engine) : inline_writes);
+    /* AIOLOOP_INLINE_MIN: a measurement knob for the engine's default
+     * (docs/api.md). */
+    const char *im = getenv("AIOLOOP_INLINE_MIN");
+    size_t dflt = im != NULL && *im != '\0' ? (size_t)strtoull(im, NULL, 10)
+                                            : aio_engine_inline_min(L->engine);
+    L->inline_min = inline_writes < 0 ? dflt : inline_writes ? 0 : 32 * 1024;
     L->engine_ready = 1;
     return 0;
 }

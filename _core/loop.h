@@ -35,7 +35,7 @@ typedef struct {
     /* Transport completions that were flushed but not yet dispatched because
      * a callback raised SystemExit/KeyboardInterrupt. */
     aio_qnode *backlog;
-    char inline_writes;      /* write() tries one send() before queueing */
+    size_t inline_min;       /* write() of this many bytes tries one send() before queueing */
     int engine_ready;
     aio_engine *engine;      /* NULL before init and after close */
     const char *engine_name; /* the backend it ran on; kept after close */

@@ -202,7 +202,7 @@ static PyObject *tr_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
     t->fd = fd;
     t->high = 64 * 1024;
     t->low = 16 * 1024;
-    t->inline_writes = L->inline_writes;
+    t->inline_min = L->inline_min;
     if (t->extra_slot == NULL || set_protocol(t, protocol) < 0)
         goto fail;
     if (aio_stream_open_owned(L, fd, AIO_STREAM_CONN, READ_CREDITS, &aio_transport_stream_ops,

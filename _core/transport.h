@@ -93,7 +93,8 @@ typedef struct TransportObject {
      * an immortal object or a free-threaded build's count says nothing of
      * who can see it. */
     char sock_private;
-    char buffered, paused, protocol_paused, eof, inline_writes, stash_scheduled;
+    char buffered, paused, protocol_paused, eof, stash_scheduled;
+    size_t inline_min;          /* the loop's: writes this large try a send() first */
     char tls;                     /* the protocol is aioloop's TLS protocol (tls.h) */
 } TransportObject;
 

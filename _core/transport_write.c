@@ -12,7 +12,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define INLINE_WRITE_MIN (32 * 1024)   /* see tr_write */
 
 #define MAX_WRITE_IOV 1024        /* buffers per WRITE request */
 
@@ -275,10 +274,11 @@ static void write_unsendable(TransportObject *t)
 
 /* Sends and queues validated pieces, `total` > 0 bytes in all, as one
  * batch: all of it or (on MemoryError before anything went out) none.
- * With nothing queued, a large batch (any batch in inline mode) is first
- * offered to one non-blocking sendmsg() on the loop thread while the bytes
- * are in this core's cache; smaller ones go to the engine, batched
- * (measured in docs/benchmarks.md).  What is left is queued and handed to
+ * With nothing queued, a batch of at least t->inline_min bytes (the
+ * engine's default; 0 in inline mode) is first offered to one non-blocking
+ * sendmsg() on the loop thread while the bytes are in this core's cache;
+ * smaller ones go to the engine, batched (measured in
+ * docs/architecture.md).  What is left is queued and handed to
  * the engine as one WRITE.  Returns 0, or -1 with an exception set. */
 static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
 {
@@ -286,7 +286,7 @@ static int queue_pieces(TransportObject *t, wpiece *p, size_t n, size_t total)
     if (wq_reserve(t, n) < 0)
         return -1;
     size_t sent = 0;
-    if ((t->inline_writes || total >= INLINE_WRITE_MIN) && t->wq_len == 0 && t->wreq == NULL &&
+    if (total >= t->inline_min && t->wq_len == 0 && t->wreq == NULL &&
         t->stream != NULL) {
         struct iovec small[WPIECES_ON_STACK];
         size_t k = n < IOV_MAX ? n : IOV_MAX;

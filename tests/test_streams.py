@@ -13,6 +13,7 @@ import tempfile
 import threading
 
 import pytest
+from conftest import ENGINES
 
 import aioloop
 
@@ -746,22 +747,39 @@ def test_loop_close_with_writes_in_flight(aloop):
     lsock.close()
 
 
-def test_write_modes_both_work():
-    for mode in (True, False):
-        loop = aioloop.new_event_loop(inline_writes=mode)
-        try:
-            async def main():
-                server, port = await _server()
-                async with server:
-                    r, w = await asyncio.open_connection("127.0.0.1", port)
-                    data = os.urandom(1_000_000)
-                    w.write(data)
-                    assert await r.readexactly(len(data)) == data
-                    w.close()
-                    await w.wait_closed()
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("mode", [True, False, None, "env-inline", "env-thread"])
+def test_write_modes_all_work(engine, mode, monkeypatch):
+    # Every write size, from 1 byte to 1 MB, around both engines' inline
+    # thresholds (8 KiB on io_uring, 32 KiB on threads), in each mode.
+    if isinstance(mode, str):
+        monkeypatch.setenv("AIOLOOP_WRITE_MODE", mode[4:])
+        mode = None
+    loop = aioloop.new_event_loop(engine=engine, inline_writes=mode)
+    try:
+        async def main():
+            server, port = await _server()
+            async with server:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                sizes = (1, 1000, 8191, 8192, 16384, 32767, 32768, 100_000, 1_000_000)
+                data = [os.urandom(n) for n in sizes]
+                for d in data:
+                    w.write(d)
+                for d in data[:3]:   # small writes queued behind large ones too
+                    w.write(d)
+                for d in data + data[:3]:
+                    assert await r.readexactly(len(d)) == d
+                w.close()
+                await w.wait_closed()
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def test_bad_write_mode_is_a_value_error(monkeypatch):
+    monkeypatch.setenv("AIOLOOP_WRITE_MODE", "sometimes")
+    with pytest.raises(ValueError, match="AIOLOOP_WRITE_MODE"):
+        aioloop.new_event_loop()
 
 
 async def test_protocol_callbacks_run_in_the_context_of_their_setup():

@@ -155,9 +155,9 @@ int aio_uring_compiled(void);
 int aio_engine_new(aio_engine **out, const aio_engine_config *cfg);
 /* "threads" or "uring". */
 const char *aio_engine_backend(const aio_engine *e);
-/* 1 where write() should try a send on the loop thread before handing the
- * data over (the default of Loop(inline_writes=None)). */
-int aio_engine_sends_inline(const aio_engine *e);
+/* The smallest write that write() first offers to a send() on the loop
+ * thread, by default (Loop(inline_writes=None)). */
+size_t aio_engine_inline_min(const aio_engine *e);
 /* Hands a resolver request (GETADDRINFO, GETNAMEINFO, NOP) to a worker.
  * Returns 0 or -errno (the request stays the caller's). */
 int aio_engine_submit(aio_engine *e, aio_req *r);

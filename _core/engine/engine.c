@@ -179,9 +179,9 @@ const char *aio_engine_backend(const aio_engine *e)
     return e->backend->name;
 }
 
-int aio_engine_sends_inline(const aio_engine *e)
+size_t aio_engine_inline_min(const aio_engine *e)
 {
-    return e->backend->sends_inline;
+    return e->backend->inline_min;
 }
 
 int aio_engine_submit(aio_engine *e, aio_req *r)

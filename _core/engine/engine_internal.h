@@ -213,13 +213,15 @@ struct aio_stream {
  * tables.  Every function runs on the loop thread. */
 typedef struct aio_backend {
     const char *name;
-    /* 1: a write is best sent from the loop thread first, by default.  On
-     * io_uring (no SQPOLL) the engine's sendmsg runs on the loop thread
-     * anyway, inside io_uring_enter, after the bytes have gone cold; a
-     * completion thread instead takes the send's TCP work off the loop
-     * thread (docs/architecture.md, "Why writes go to the completion
+    /* By default, a write of at least this many bytes (with nothing queued)
+     * is first offered to a send() on the loop thread; smaller ones are
+     * handed to the engine.  On io_uring (no SQPOLL) the engine's sendmsg
+     * runs on the loop thread anyway, inside io_uring_enter, where the
+     * iteration's small writes go out together but a large one's bytes
+     * have gone cold; a completion thread takes the send's TCP work off the
+     * loop thread (docs/architecture.md, "Why writes go to the completion
      * thread"). */
-    int sends_inline;
+    size_t inline_min;
     /* Sets up the backend's state (e->backend_data); 0 or -errno. */
     int (*setup)(aio_engine *e, const aio_engine_config *cfg);
     /* Binds a new stream (picks its worker, ...). */

@@ -997,7 +997,7 @@ int aio__uring_probe(void)
 
 const aio_backend aio__backend_uring = {
     .name = "uring",
-    .sends_inline = 1,
+    .inline_min = 8 * 1024,
     .setup = ur_setup,
     .stream_init = ur_stream_init,
     .stream_start = ur_stream_start,
