@@ -61,6 +61,7 @@ typedef struct {
     PyObject *source_traceback;
     PyObject *weakreflist;
     char cancelled;
+    char ctx_shared;         /* context is a snapshot other handles share */
 } HandleObject;
 
 typedef struct {
@@ -90,6 +91,9 @@ HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
  * and KeyboardInterrupt go to loop.call_exception_handler(). Returns 0, or -1
  * with an exception set when the run loop must stop. */
 int aio_handle_run(aio_state *st, HandleObject *h);
+/* The handle's context, made its own first if it is a shared snapshot
+ * (loop.c): borrowed, or NULL with an exception set. */
+PyObject *aio_handle_own_context(HandleObject *h);
 /* Sets a timer's deadline: `when` for the heap and, when `given` is not an
  * exact float, `given` itself for when() (given may be NULL). */
 void aio_timer_set_when(TimerHandleObject *t, double when, PyObject *given);

@@ -32,6 +32,7 @@ HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
     h->source_traceback = NULL;
     h->weakreflist = NULL;
     h->cancelled = 0;
+    h->ctx_shared = 0;
     if (context == NULL || context == Py_None)
         h->context = PyContext_CopyCurrent();
     else
@@ -112,12 +113,44 @@ static int handle_report(aio_state *st, HandleObject *h, PyObject *exc)
     return 0;
 }
 
+/* The exception set now, from running h: SystemExit and KeyboardInterrupt
+ * propagate (-1), anything else goes to the exception handler. */
+static int handle_report_current(aio_state *st, HandleObject *h)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return -1;
+    PyObject *exc = aio_err_fetch();
+    int rc = handle_report(st, h, exc);
+    Py_DECREF(exc);
+    return rc;
+}
+
+/* A handle's context once it is its own: a shared snapshot (loop.c,
+ * aio_loop_context_snapshot) is copied first, unless nothing else holds it
+ * any more.  Borrowed, or NULL with an exception set. */
+PyObject *aio_handle_own_context(HandleObject *h)
+{
+    if (h->ctx_shared && h->context != NULL) {
+        if (Py_REFCNT(h->context) > 1) {
+            PyObject *own = PyContext_Copy(h->context);
+            if (own == NULL)
+                return NULL;
+            Py_SETREF(h->context, own);
+        }
+        h->ctx_shared = 0;
+    }
+    return h->context;
+}
+
 int aio_handle_run(aio_state *st, HandleObject *h)
 {
     PyObject *res;
     PyObject *cb = h->callback;
     if (cb == NULL)
         return 0;
+    if (aio_handle_own_context(h) == NULL)
+        return handle_report_current(st, h);
     Py_INCREF(cb);
     PyObject *args = h->args;
     Py_INCREF(args);
@@ -150,13 +183,7 @@ int aio_handle_run(aio_state *st, HandleObject *h)
         Py_DECREF(res);
         return 0;
     }
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-        return -1;
-    PyObject *exc = aio_err_fetch();
-    int rc = handle_report(st, h, exc);
-    Py_DECREF(exc);
-    return rc;
+    return handle_report_current(st, h);
 }
 
 /* ---- Python-visible API ---- */
@@ -311,6 +338,8 @@ static PyObject *handle_cancelled(HandleObject *h, PyObject *Py_UNUSED(ignored))
 
 static PyObject *handle_get_context(HandleObject *h, PyObject *Py_UNUSED(ignored))
 {
+    if (h->context != NULL && aio_handle_own_context(h) == NULL)
+        return NULL;
     return Py_NewRef(h->context ? h->context : Py_None);
 }
 
@@ -412,7 +441,6 @@ static Py_hash_t timer_hash(TimerHandleObject *t)
 
 static PyMemberDef handle_members[] = {
     {"_loop", T_OBJECT, offsetof(HandleObject, loop), READONLY, NULL},
-    {"_context", T_OBJECT, offsetof(HandleObject, context), READONLY, NULL},
     {"_repr", T_OBJECT, offsetof(HandleObject, repr), 0, NULL},
     {"_source_traceback", T_OBJECT, offsetof(HandleObject, source_traceback), 0, NULL},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(HandleObject, weakreflist), READONLY, NULL},
@@ -421,6 +449,7 @@ static PyMemberDef handle_members[] = {
 
 static PyGetSetDef handle_getset[] = {
     {"_callback", (getter)handle_get_callback, NULL, NULL, NULL},
+    {"_context", (getter)handle_get_context, NULL, NULL, NULL},
     {"_args", (getter)handle_get_args, NULL, NULL, NULL},
     {"_cancelled", (getter)handle_get_cancelled_attr, NULL, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},

@@ -335,6 +335,92 @@ static int parse_call(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     return 0;
 }
 
+/* asyncio copies the current context for every handle given none: a GC
+ * object per call_soon/call_at, alive until the handle runs, which makes
+ * the collector's work grow with the handles waiting (200,000 ready
+ * callbacks: most of the time went to collections).  One copy is shared
+ * instead while the current context holds the same variables.  A
+ * context's variables are an immutable HAMT that every set/reset replaces,
+ * and the snapshot holds its own reference to the HAMT it copied, so the
+ * same pointer means the same contents.  The shared copy
+ * is never entered nor handed out: a handle makes its own copy of it when
+ * it runs or its context is asked for (aio_handle_own_context), so each
+ * callback still gets a context of its own, as asyncio's do.
+ *
+ * The HAMT pointer is read from CPython's Context object, whose layout is
+ * internal (Include/internal/pycore_context.h: the head, the context it
+ * was entered from, the variables; the same from 3.7 to 3.15).  It is
+ * checked once per process; where it does not hold, every handle gets its
+ * own copy as before. */
+#ifndef Py_GIL_DISABLED
+typedef struct {
+    PyObject_HEAD
+    void *prev;
+    PyObject *vars;
+} ctx_layout;
+
+static PyObject *ctx_vars(PyObject *ctx)
+{
+    return ((ctx_layout *)ctx)->vars;
+}
+
+/* 1 when ctx_vars() reads the variables: a copy shares them, a context with
+ * a variable set has others than an empty one, and they are a "hamt". */
+static int ctx_layout_holds(void)
+{
+    PyObject *var = PyContextVar_New("aioloop_layout_probe", NULL);
+    PyObject *empty = PyContext_New(), *ctx = PyContext_New(), *copy = NULL;
+    int ok = 0;
+    if (var != NULL && empty != NULL && ctx != NULL && PyContext_Enter(ctx) == 0) {
+        PyObject *tok = PyContextVar_Set(var, Py_None);
+        Py_XDECREF(tok);
+        if (PyContext_Exit(ctx) == 0 && tok != NULL && (copy = PyContext_Copy(ctx)) != NULL) {
+            PyObject *v = ctx_vars(ctx);
+            ok = v != NULL && v == ctx_vars(copy) && ctx_vars(empty) != NULL &&
+                 ctx_vars(empty) != v && strcmp(Py_TYPE(v)->tp_name, "hamt") == 0 &&
+                 Py_TYPE(ctx_vars(empty)) == Py_TYPE(v);
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(copy);
+    Py_XDECREF(ctx);
+    Py_XDECREF(empty);
+    Py_XDECREF(var);
+    return ok;
+}
+
+#endif
+
+PyObject *aio_loop_context_snapshot(LoopObject *L, int *shared)
+{
+    *shared = 0;
+#ifndef Py_GIL_DISABLED
+    static int layout = -1;   /* process-wide; set under the GIL */
+    /* Any thread (call_soon_threadsafe, a loop not running yet): the GIL
+     * orders these accesses, and equal variables mean an equal copy
+     * whichever thread's context they are. */
+    if (layout < 0)
+        layout = ctx_layout_holds();
+    PyObject *cur = PyThreadState_Get()->context;
+    if (layout && cur != NULL && PyContext_CheckExact(cur)) {
+        if (L->ctx_snap != NULL && L->ctx_snap_vars == ctx_vars(cur)) {
+            *shared = 1;
+            return Py_NewRef(L->ctx_snap);
+        }
+        PyObject *c = PyContext_CopyCurrent();
+        if (c == NULL)
+            return NULL;
+        Py_XSETREF(L->ctx_snap, Py_NewRef(c));
+        L->ctx_snap_vars = ctx_vars(c);
+        *shared = 1;
+        return c;
+    }
+#else
+    (void)L;
+#endif
+    return PyContext_CopyCurrent();
+}
+
 static const char *const SOON_NAMES[] = {"callback"};
 static const char *const LATER_NAMES[] = {"delay", "callback"};
 static const char *const AT_NAMES[] = {"when", "callback"};
@@ -351,10 +437,17 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
         return NULL;
     if (check_callback(L, a.param[0], method) < 0)
         return NULL;
-    HandleObject *h = aio_handle_new(L->st, 0, a.param[0], a.rest, a.nrest, (PyObject *)L,
-                                     a.context);
+    int shared = 0;
+    PyObject *ctx = a.context != NULL && a.context != Py_None
+                        ? Py_NewRef(a.context)
+                        : aio_loop_context_snapshot(L, &shared);
+    if (ctx == NULL)
+        return NULL;
+    HandleObject *h = aio_handle_new(L->st, 0, a.param[0], a.rest, a.nrest, (PyObject *)L, ctx);
+    Py_DECREF(ctx);
     if (h == NULL)
         return NULL;
+    h->ctx_shared = (char)shared;
     if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -404,10 +497,17 @@ static int check_schedule(LoopObject *L, PyObject *callback, const char *method)
 
 static PyObject *schedule_at(LoopObject *L, double when, PyObject *given, call_args *a)
 {
-    HandleObject *h = aio_handle_new(L->st, 1, a->param[1], a->rest, a->nrest, (PyObject *)L,
-                                     a->context);
+    int shared = 0;
+    PyObject *ctx = a->context != NULL && a->context != Py_None
+                        ? Py_NewRef(a->context)
+                        : aio_loop_context_snapshot(L, &shared);
+    if (ctx == NULL)
+        return NULL;
+    HandleObject *h = aio_handle_new(L->st, 1, a->param[1], a->rest, a->nrest, (PyObject *)L, ctx);
+    Py_DECREF(ctx);
     if (h == NULL)
         return NULL;
+    h->ctx_shared = (char)shared;
     if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -762,8 +862,15 @@ static int loop_run_once(LoopObject *L)
      * arrived (a task woken by create_connection's waiter, say) runs before
      * the protocol sees that I/O, as on asyncio's loop.  What these
      * callbacks schedule waits for the next iteration. */
-    double end;
-    int clock = loop_now(L, &end);
+    /* Timers scheduled by this iteration's callbacks wait for the next one
+     * (asyncio's end_time is taken before its callbacks run): with none
+     * scheduled before, there is no clock to read -- unless time() is
+     * overridden, which asyncio calls every iteration. */
+    int timers = L->heap_len > 0;
+    if (!timers && (timers = aio_loop_time_overridden(L)) < 0)
+        return -1;
+    double end = 0;
+    int clock = timers ? loop_now(L, &end) : 0;
     if (clock < 0)
         return -1;
     end += L->clock_resolution;
@@ -783,13 +890,13 @@ static int loop_run_once(LoopObject *L)
     /* A callback patched or unpatched time(): a timer it scheduled on the
      * new clock must not be judged by the old one (asyncio never runs a
      * timer in the iteration that scheduled it). */
-    int now_clock = aio_loop_time_overridden(L);
+    int now_clock = timers ? aio_loop_time_overridden(L) : clock;
     if (now_clock != clock) {
         if (now_clock < 0 || loop_now(L, &end) < 0)
             return -1;
         end += L->clock_resolution;
     }
-    while (L->heap_len > 0 && timer_key(L->heap[0]) < end) {
+    while (timers && L->heap_len > 0 && timer_key(L->heap[0]) < end) {
         TimerHandleObject *t = heap_pop(L);
         if (t->base.cancelled && L->timer_cancelled > 0)
             L->timer_cancelled--;
@@ -1009,6 +1116,7 @@ static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
         Py_VISIT(L->ready[(L->ready_head + i) % L->ready_cap]);
     for (size_t i = 0; i < L->heap_len; i++)
         Py_VISIT(L->heap[i]);
+    Py_VISIT(L->ctx_snap);
     if (aio_resolver_traverse(L, visit, arg) < 0)
         return -1;
     if (aio_streams_traverse(L, visit, arg) < 0)
@@ -1018,6 +1126,7 @@ static int loop_traverse(LoopObject *L, visitproc visit, void *arg)
 
 static int loop_clear(LoopObject *L)
 {
+    Py_CLEAR(L->ctx_snap);
     clear_queues(L);
     aio_fd_clear(L);
     return 0;

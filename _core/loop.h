@@ -36,6 +36,10 @@ typedef struct {
      * a callback raised SystemExit/KeyboardInterrupt. */
     aio_qnode *backlog;
     size_t inline_min;       /* write() of this many bytes tries one send() before queueing */
+    /* The context snapshot that call_soon/call_at share while the running
+     * thread's context holds the same variables (aio_loop_context_snapshot). */
+    PyObject *ctx_snap;
+    PyObject *ctx_snap_vars; /* its variables (borrowed: it holds them) */
     int engine_ready;
     aio_engine *engine;      /* NULL before init and after close */
     const char *engine_name; /* the backend it ran on; kept after close */
@@ -86,6 +90,12 @@ static inline int aio_loop_check_thread(LoopObject *L)
         return aio_loop_wrong_thread();
     return 0;
 }
+
+/* A copy of the current context for a handle that was given none, and
+ * whether it is shared (*shared = 1: the handle must not run in it or hand
+ * it out as it is; aio_handle_own_context).  A new reference, or NULL with
+ * an exception set. */
+PyObject *aio_loop_context_snapshot(LoopObject *L, int *shared);
 
 /* clock.c */
 /* Looks again whether time() is overridden and records the answer: 1 when it

@@ -3,7 +3,7 @@
     python -m bench.ab KIND SIZE CONNS SECONDS ROUNDS VARIANT...
 
 VARIANT is LABEL=LOOP[,path=DIR][,ENV=VALUE...]: LOOP is a name from
-``bench.loops``; ``path=DIR`` runs the server with DIR first on sys.path (a
+``bench.loops``, or ``c-epoll`` (the C ceiling, for protocol and short); ``path=DIR`` runs the server with DIR first on sys.path (a
 directory holding another build's ``aioloop`` package: compare two builds);
 ENV=VALUE sets an environment variable for that server only (the knobs in
 docs/benchmarks.md).  KIND is an echo style of ``bench.servers`` or
@@ -72,8 +72,11 @@ def run(loop, env, cwd, kind, size, conns, seconds):
     if kind in TLS_KINDS or kind == "aiohttp":
         return run_net(loop, env, cwd, kind, size, conns, seconds)
     skind = "protocol" if kind == "short" else kind
-    proc = subprocess.Popen([sys.executable, "-m", "bench.servers", loop, skind, "0"],
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    if loop == net.C_EPOLL and skind != "protocol":
+        raise SystemExit(f"bench.ab: {net.C_EPOLL} serves only protocol and short")
+    cmd = ([os.path.join(net.BIN, "echo_epoll"), "0"] if loop == net.C_EPOLL
+           else [sys.executable, "-m", "bench.servers", loop, skind, "0"])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=cwd)
     try:
         port = int(proc.stdout.readline().split()[1])
         gen = [os.path.join(net.BIN, "loadgen")]

@@ -235,6 +235,50 @@ def test_callbacks_run_in_their_context(any_loop):
     assert seen == ["in-ctx", "outer", "in-ctx"]
 
 
+async def test_each_callback_gets_its_own_copy_of_the_context():
+    """call_soon/call_later without context= copy the current context, one
+    copy per handle, taken when the handle is made (aioloop shares one
+    snapshot between handles while the context is unchanged and copies it
+    when a handle runs or its context is asked for: none of that may show)."""
+    loop = asyncio.get_running_loop()
+    var = contextvars.ContextVar("var", default="unset")
+    other = contextvars.ContextVar("other", default=0)
+    seen = []
+
+    def cb(tag):
+        seen.append((tag, var.get(), other.get()))
+        var.set(f"set-by-{tag}")            # stays in this callback's copy
+        other.set(other.get() + 1)
+
+    var.set("one")
+    h1 = loop.call_soon(cb, 1)
+    h2 = loop.call_soon(cb, 2)               # same context as h1's
+    var.set("two")
+    h3 = loop.call_soon(cb, 3)
+    t4 = loop.call_later(0, cb, 4)
+    token = var.set("three")
+    var.reset(token)                          # back to "two", a new version
+    h5 = loop.call_soon(cb, 5)
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in-ctx")
+    h6 = ctx.run(loop.call_soon, cb, 6)       # made inside another context
+    h7 = loop.call_soon(cb, 7)
+    h7_ctx = h7._context                      # asked for before it runs
+    h7_ctx.run(var.set, "changed-through-get_context")
+    await asyncio.sleep(0.05)
+    assert seen == [(1, "one", 0), (2, "one", 0), (3, "two", 0), (5, "two", 0),
+                    (6, "in-ctx", 0), (7, "changed-through-get_context", 0), (4, "two", 0)]
+    # Each handle's context holds what its callback set, and only that.
+    for h, tag in ((h1, 1), (h2, 2), (h3, 3), (t4, 4), (h5, 5), (h6, 6), (h7, 7)):
+        c = h._context
+        if sys.version_info >= (3, 12):
+            assert c is h.get_context()
+        assert c[var] == f"set-by-{tag}" and c[other] == 1
+    assert len({id(h._context) for h in (h1, h2, h3, t4, h5, h6, h7)}) == 7
+    assert var.get() == "two" and other.get() == 0
+    assert ctx[var] == "in-ctx"
+
+
 # ---- bad input ---------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
