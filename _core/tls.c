@@ -619,7 +619,7 @@ no:
 char *aio_tls_scratch(PyObject *pump, size_t *len)
 {
     /* Not zeroed, and allocated only for a connection that reads directly
-     * (io_uring's reads of 32 KiB or more): asyncio's SSLProtocol zeroes a
+     * (io_uring's reads of 8 KiB or more): asyncio's SSLProtocol zeroes a
      * 256 KiB bytearray for every connection, handshake or not. */
     PumpObject *p = (PumpObject *)pump;
     if (p->scratch == NULL)

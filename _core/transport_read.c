@@ -166,9 +166,10 @@ static int read_direct(TransportObject *t)
 {
     aio_engine *e = t->loop->engine;
     aio_stream *s = t->stream;
-    size_t avail = aio_stream_pending_bytes(s);
-    size_t want = avail == 0 ? DIRECT_GUESS : avail > DIRECT_MAX ? DIRECT_MAX : avail;
     if (!t->buffered) {
+        /* FIONREAD sizes the bytes object exactly (no resize, no slack). */
+        size_t avail = aio_stream_pending_bytes(s);
+        size_t want = avail == 0 ? DIRECT_GUESS : avail > DIRECT_MAX ? DIRECT_MAX : avail;
         PyObject *b = aio_fault_hit(AIO_FAULT_PYOBJ)   /* the read's bytes: a fault site */
                           ? PyErr_NoMemory()
                           : PyBytes_FromStringAndSize(NULL, (Py_ssize_t)want);
@@ -191,7 +192,7 @@ static int read_direct(TransportObject *t)
         size_t cap;
         char *buf = aio_tls_scratch(pump, &cap);
         if (buf != NULL) {
-            long n = aio_stream_recv_now(e, s, buf, want < cap ? want : cap);
+            long n = aio_stream_recv_now(e, s, buf, cap);
             int rc = n <= 0 ? deliver_read_result(t, n) : aio_tls_feed(t, pump, buf, (size_t)n);
             Py_DECREF(pump);
             if (rc < 0 && n > 0)
@@ -200,8 +201,10 @@ static int read_direct(TransportObject *t)
         }
         Py_DECREF(pump);
     }
+    /* asyncio's selector transport asks get_buffer(-1): no FIONREAD for a
+     * hint (a syscall per read). */
     Py_buffer view;
-    int got = protocol_buffer(t, read_hint(avail ? (Py_ssize_t)avail : -1), &view);
+    int got = protocol_buffer(t, read_hint(-1), &view);
     if (got <= 0) {
         (void)aio_stream_recv_now(e, s, NULL, 0);
         return got;
