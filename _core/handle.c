@@ -6,6 +6,7 @@
  * asyncio.TimerHandle's: cancel, cancelled, get_context, when, _run, and the
  * underscore attributes that asyncio's own helpers read. */
 #include "core.h"
+#include "engine/aio_fault.h"
 
 static PyObject *tuple_from_array(PyObject *const *items, Py_ssize_t n)
 {
@@ -133,7 +134,9 @@ PyObject *aio_handle_own_context(HandleObject *h)
 {
     if (h->ctx_shared && h->context != NULL) {
         if (Py_REFCNT(h->context) > 1) {
-            PyObject *own = PyContext_Copy(h->context);
+            PyObject *own = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site */
+                                ? PyErr_NoMemory()
+                                : PyContext_Copy(h->context);
             if (own == NULL)
                 return NULL;
             Py_SETREF(h->context, own);

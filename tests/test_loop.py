@@ -279,6 +279,37 @@ async def test_each_callback_gets_its_own_copy_of_the_context():
     assert ctx[var] == "in-ctx"
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_context_copy_that_fails_skips_that_callback_only(engine):
+    """A handle whose own copy of the shared context cannot be made when it
+    runs (fault site "pyobj"): MemoryError goes to the exception handler as
+    a failing callback's would, and the next callbacks run."""
+    from aioloop import _core
+    loop = aioloop.new_event_loop(engine=engine)
+    errors, ran = [], []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    try:
+        async def main():
+            loop.call_soon(ran.append, 1)
+            loop.call_soon(ran.append, 2)   # shares the first one's snapshot
+            _core._fault_set("pyobj", 1)
+            try:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+            finally:
+                failed = _core._fault_failed("pyobj")
+                _core._fault_reset()
+            loop.call_soon(ran.append, 3)
+            await asyncio.sleep(0)
+            return failed
+        failed = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert failed == 1
+    assert ran == [2, 3]
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], MemoryError)
+
+
 # ---- bad input ---------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe"])
