@@ -134,7 +134,7 @@ PyObject *aio_handle_own_context(HandleObject *h)
 {
     if (h->ctx_shared && h->context != NULL) {
         if (Py_REFCNT(h->context) > 1) {
-            PyObject *own = aio_fault_hit(AIO_FAULT_PYOBJ)   /* a fault site */
+            PyObject *own = aio_fault_hit(AIO_FAULT_CONTEXT)   /* a fault site */
                                 ? PyErr_NoMemory()
                                 : PyContext_Copy(h->context);
             if (own == NULL)

@@ -282,7 +282,7 @@ async def test_each_callback_gets_its_own_copy_of_the_context():
 @pytest.mark.parametrize("engine", ENGINES)
 def test_context_copy_that_fails_skips_that_callback_only(engine):
     """A handle whose own copy of the shared context cannot be made when it
-    runs (fault site "pyobj"): MemoryError goes to the exception handler as
+    runs (fault site "context"): MemoryError goes to the exception handler as
     a failing callback's would, and the next callbacks run."""
     from aioloop import _core
     loop = aioloop.new_event_loop(engine=engine)
@@ -292,12 +292,12 @@ def test_context_copy_that_fails_skips_that_callback_only(engine):
         async def main():
             loop.call_soon(ran.append, 1)
             loop.call_soon(ran.append, 2)   # shares the first one's snapshot
-            _core._fault_set("pyobj", 1)
+            _core._fault_set("context", 1)
             try:
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
             finally:
-                failed = _core._fault_failed("pyobj")
+                failed = _core._fault_failed("context")
                 _core._fault_reset()
             loop.call_soon(ran.append, 3)
             await asyncio.sleep(0)

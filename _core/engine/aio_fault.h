@@ -26,6 +26,8 @@ enum aio_fault_site {
                                backend takes when it cannot submit now) */
     AIO_FAULT_PYOBJ,        /* binding: a Python object made for a completion
                                (read bytes, accepted socket, ...) */
+    AIO_FAULT_CONTEXT,      /* binding: a handle's own copy of a shared context
+                               snapshot, made when it runs (handle.c) */
     AIO_FAULT_NSITES
 };
 
@@ -53,7 +55,8 @@ long aio_fault_calls(int site);
 long aio_fault_failed(int site);
 /* Disarms every site. */
 void aio_fault_reset(void);
-/* The site's name ("stream", "req", "thread", "submit", "close", "pyobj"),
+/* The site's name ("stream", "req", "thread", "submit", "close", "pyobj",
+ * "context"),
  * or NULL; aio_fault_site_named returns the index or -1. */
 const char *aio_fault_site_name(int site);
 int aio_fault_site_named(const char *name);

@@ -23,6 +23,7 @@ static const char *const names[AIO_FAULT_NSITES] = {
     [AIO_FAULT_SUBMIT] = "submit",
     [AIO_FAULT_CLOSE] = "close",
     [AIO_FAULT_PYOBJ] = "pyobj",
+    [AIO_FAULT_CONTEXT] = "context",
 };
 
 int aio_fault_hit_slow(int site)
