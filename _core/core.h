@@ -92,7 +92,7 @@ HandleObject *aio_handle_new(aio_state *st, int timer, PyObject *callback,
  * with an exception set when the run loop must stop. */
 int aio_handle_run(aio_state *st, HandleObject *h);
 /* The handle's context, made its own first if it is a shared snapshot
- * (loop.c): borrowed, or NULL with an exception set. */
+ * (aio_loop_handle_new): borrowed, or NULL with an exception set. */
 PyObject *aio_handle_own_context(HandleObject *h);
 /* Sets a timer's deadline: `when` for the heap and, when `given` is not an
  * exact float, `given` itself for when() (given may be NULL). */

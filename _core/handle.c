@@ -128,7 +128,7 @@ static int handle_report_current(aio_state *st, HandleObject *h)
 }
 
 /* A handle's context once it is its own: a shared snapshot (loop.c,
- * aio_loop_context_snapshot) is copied first, unless nothing else holds it
+ * context_snapshot) is copied first, unless nothing else holds it
  * any more.  Borrowed, or NULL with an exception set. */
 PyObject *aio_handle_own_context(HandleObject *h)
 {

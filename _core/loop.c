@@ -391,7 +391,10 @@ static int ctx_layout_holds(void)
 
 #endif
 
-PyObject *aio_loop_context_snapshot(LoopObject *L, int *shared)
+/* A copy of the current context for a handle given none, and whether it
+ * is the shared one (*shared = 1).  A new reference, or NULL with an
+ * exception set. */
+static PyObject *context_snapshot(LoopObject *L, int *shared)
 {
     *shared = 0;
 #ifndef Py_GIL_DISABLED
@@ -421,6 +424,21 @@ PyObject *aio_loop_context_snapshot(LoopObject *L, int *shared)
     return PyContext_CopyCurrent();
 }
 
+HandleObject *aio_loop_handle_new(LoopObject *L, int timer, PyObject *callback,
+                                  PyObject *const *args, Py_ssize_t nargs, PyObject *context)
+{
+    int shared = 0;
+    PyObject *ctx = context != NULL && context != Py_None ? Py_NewRef(context)
+                                                          : context_snapshot(L, &shared);
+    if (ctx == NULL)
+        return NULL;
+    HandleObject *h = aio_handle_new(L->st, timer, callback, args, nargs, (PyObject *)L, ctx);
+    Py_DECREF(ctx);
+    if (h != NULL)
+        h->ctx_shared = (char)shared;
+    return h;
+}
+
 static const char *const SOON_NAMES[] = {"callback"};
 static const char *const LATER_NAMES[] = {"delay", "callback"};
 static const char *const AT_NAMES[] = {"when", "callback"};
@@ -437,17 +455,9 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
         return NULL;
     if (check_callback(L, a.param[0], method) < 0)
         return NULL;
-    int shared = 0;
-    PyObject *ctx = a.context != NULL && a.context != Py_None
-                        ? Py_NewRef(a.context)
-                        : aio_loop_context_snapshot(L, &shared);
-    if (ctx == NULL)
-        return NULL;
-    HandleObject *h = aio_handle_new(L->st, 0, a.param[0], a.rest, a.nrest, (PyObject *)L, ctx);
-    Py_DECREF(ctx);
+    HandleObject *h = aio_loop_handle_new(L, 0, a.param[0], a.rest, a.nrest, a.context);
     if (h == NULL)
         return NULL;
-    h->ctx_shared = (char)shared;
     if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -465,7 +475,7 @@ static PyObject *schedule_soon(LoopObject *L, PyObject *const *args, Py_ssize_t 
 int aio_loop_call_soon(LoopObject *L, PyObject *callback, PyObject *const *args,
                        Py_ssize_t nargs)
 {
-    HandleObject *h = aio_handle_new(L->st, 0, callback, args, nargs, (PyObject *)L, NULL);
+    HandleObject *h = aio_loop_handle_new(L, 0, callback, args, nargs, NULL);
     if (h == NULL)
         return -1;
     return aio_loop_ready_push(L, h);
@@ -497,17 +507,9 @@ static int check_schedule(LoopObject *L, PyObject *callback, const char *method)
 
 static PyObject *schedule_at(LoopObject *L, double when, PyObject *given, call_args *a)
 {
-    int shared = 0;
-    PyObject *ctx = a->context != NULL && a->context != Py_None
-                        ? Py_NewRef(a->context)
-                        : aio_loop_context_snapshot(L, &shared);
-    if (ctx == NULL)
-        return NULL;
-    HandleObject *h = aio_handle_new(L->st, 1, a->param[1], a->rest, a->nrest, (PyObject *)L, ctx);
-    Py_DECREF(ctx);
+    HandleObject *h = aio_loop_handle_new(L, 1, a->param[1], a->rest, a->nrest, a->context);
     if (h == NULL)
         return NULL;
-    h->ctx_shared = (char)shared;
     if (L->debug && aio_handle_capture_traceback(L->st, h) < 0) {
         Py_DECREF(h);
         return NULL;
@@ -1098,7 +1100,7 @@ static int loop_init(LoopObject *L, PyObject *args, PyObject *kwds)
     const char *im = getenv("AIOLOOP_INLINE_MIN");
     size_t dflt = im != NULL && *im != '\0' ? (size_t)strtoull(im, NULL, 10)
                                             : aio_engine_inline_min(L->engine);
-    L->inline_min = inline_writes < 0 ? dflt : inline_writes ? 0 : 32 * 1024;
+    L->inline_min = inline_writes < 0 ? dflt : inline_writes ? 0 : AIO_HANDOVER_INLINE_MIN;
     L->engine_ready = 1;
     return 0;
 }

@@ -37,7 +37,7 @@ typedef struct {
     aio_qnode *backlog;
     size_t inline_min;       /* write() of this many bytes tries one send() before queueing */
     /* The context snapshot that call_soon/call_at share while the running
-     * thread's context holds the same variables (aio_loop_context_snapshot). */
+     * thread's context holds the same variables (aio_loop_handle_new). */
     PyObject *ctx_snap;
     PyObject *ctx_snap_vars; /* its variables (borrowed: it holds them) */
     int engine_ready;
@@ -91,11 +91,13 @@ static inline int aio_loop_check_thread(LoopObject *L)
     return 0;
 }
 
-/* A copy of the current context for a handle that was given none, and
- * whether it is shared (*shared = 1: the handle must not run in it or hand
- * it out as it is; aio_handle_own_context).  A new reference, or NULL with
- * an exception set. */
-PyObject *aio_loop_context_snapshot(LoopObject *L, int *shared);
+/* A handle (a TimerHandle when `timer`) of this loop: every handle the loop
+ * makes comes from here.  Without a context (NULL or None) it runs in a
+ * copy of the current one, shared with other handles until it runs or its
+ * context is asked for (loop.c, context_snapshot; aio_handle_own_context).
+ * A new reference, or NULL with an exception set. */
+HandleObject *aio_loop_handle_new(LoopObject *L, int timer, PyObject *callback,
+                                  PyObject *const *args, Py_ssize_t nargs, PyObject *context);
 
 /* clock.c */
 /* Looks again whether time() is overridden and records the answer: 1 when it

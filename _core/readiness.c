@@ -151,8 +151,7 @@ static PyObject *add_watch(LoopObject *L, PyObject *const *args, Py_ssize_t narg
     }
     if (fd < 0 || slot_reserve(L, fd) < 0)
         return NULL;
-    HandleObject *h = aio_handle_new(L->st, 0, args[1], args + 2, nargs - 2, (PyObject *)L,
-                                     NULL);
+    HandleObject *h = aio_loop_handle_new(L, 0, args[1], args + 2, nargs - 2, NULL);
     if (h == NULL)
         return NULL;
     aio_fdslot *s = &L->fds[fd];

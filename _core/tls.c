@@ -628,10 +628,6 @@ char *aio_tls_scratch(PyObject *pump, size_t *len)
     return p->scratch;
 }
 
-/* SSL_read() every whole record there is into one bytes object.  *status:
- * 0 more is needed, 1 close_notify came, 2 an SSL error (left in OpenSSL's
- * queue for asyncio's code to raise).  Returns the plaintext (maybe empty),
- * or NULL with an exception. */
 /* Ciphertext waiting for SSL_read(): the MemoryBIO's and the direct bytes. */
 static size_t in_pending(PumpObject *p)
 {
@@ -661,6 +657,10 @@ static int direct_done(PumpObject *p)
     return rc;
 }
 
+/* SSL_read() every whole record there is into one bytes object.  *status:
+ * 0 more is needed, 1 close_notify came, 2 an SSL error (left in OpenSSL's
+ * queue for asyncio's code to raise).  Returns the plaintext (maybe empty),
+ * or NULL with an exception. */
 static PyObject *read_records(PumpObject *p, int *status)
 {
     size_t cap = in_pending(p) + (size_t)ossl.SSL_pending(p->ssl);
@@ -1188,7 +1188,8 @@ static PyObject *tls_setup(PyObject *m, PyObject *args)
         void *h = dlopen(p, RTLD_NOW | RTLD_NOLOAD);
         if (h == NULL || !resolve(h))
             Py_RETURN_FALSE;
-        if (getenv("AIOLOOP_TLS_BIO") == NULL || strcmp(getenv("AIOLOOP_TLS_BIO"), "memory") != 0)
+        const char *bio = getenv("AIOLOOP_TLS_BIO");
+        if (bio == NULL || strcmp(bio, "memory") != 0)
             (void)resolve_passbio(h);   /* else the MemoryBIOs, with their copies */
         ossl.ready = 1;
     }

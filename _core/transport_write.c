@@ -12,7 +12,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-
 #define MAX_WRITE_IOV 1024        /* buffers per WRITE request */
 
 #define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5

@@ -156,7 +156,9 @@ int aio_engine_new(aio_engine **out, const aio_engine_config *cfg);
 /* "threads" or "uring". */
 const char *aio_engine_backend(const aio_engine *e);
 /* The smallest write that write() first offers to a send() on the loop
- * thread, by default (Loop(inline_writes=None)). */
+ * thread, by default (Loop(inline_writes=None)); with inline_writes=False
+ * it is AIO_HANDOVER_INLINE_MIN, the threads engine's default. */
+#define AIO_HANDOVER_INLINE_MIN (32 * 1024)
 size_t aio_engine_inline_min(const aio_engine *e);
 /* Hands a resolver request (GETADDRINFO, GETNAMEINFO, NOP) to a worker.
  * Returns 0 or -errno (the request stays the caller's). */

@@ -130,7 +130,7 @@ static void th_stats(aio_engine *e, aio_engine_stats *out)
 
 const aio_backend aio__backend_threads = {
     .name = "threads",
-    .inline_min = 32 * 1024,
+    .inline_min = AIO_HANDOVER_INLINE_MIN,
     .setup = th_setup,
     .stream_init = th_stream_init,
     .stream_start = th_stream_submit,
